@@ -1,7 +1,7 @@
+from maecore.models import vit  # noqa: F401  (registers the generic MAE-ViT models)
 from maecore.models.mae import MAEOutput, MaskedAutoencoder
 from maecore.models.pretrained import load_pretrained
 from maecore.models.registry import create_model, list_models, model_arguments, register_model
-from maecore.models import vit  # noqa: F401  (registers the generic MAE-ViT models)
 
 __all__ = [
     "MAEOutput",

@@ -1,0 +1,1 @@
+"""The shared command line builder and the core demo CLI."""

@@ -1,0 +1,101 @@
+"""End to end: the core's own CLI (`maecore ...`) on the bundled real Landsat crop, on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from maecore.cli.demo import main
+from maecore.models import load_pretrained
+from maecore.sample import sample_path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["pretrain", "--config", "tiny", "--out", str(out), "--max-steps", "12"]) == 0
+    return out
+
+
+def test_pretrain_writes_the_run_folder(run: Path):
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["train"]["max_steps"] == 12
+    assert (run / "export" / "model.safetensors").is_file()
+    exported = json.loads((run / "export" / "config.json").read_text())
+    assert exported["model"] == "mae_vit_tiny"
+    assert len(exported["meta"]["norm_mean"]) == 3
+    assert (run / "figures" / "reconstruction.png").stat().st_size > 10_000
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 12
+    assert np.isfinite(summary["final_loss"])
+    metrics = Path(summary["metrics_csv"]).read_text().splitlines()
+    assert "train/loss" in metrics[0]
+
+
+def test_resume_auto_continues_to_new_max_steps(run: Path, tmp_path: Path):
+    import shutil
+
+    copy = tmp_path / "resumed"
+    shutil.copytree(run, copy)
+    assert main(["pretrain", "--config", "tiny", "--out", str(copy), "--max-steps", "16", "--resume", "auto"]) == 0
+    assert json.loads((copy / "summary.json").read_text())["steps"] == 16
+
+
+def test_embed_and_reconstruct_from_the_export(run: Path, tmp_path: Path):
+    emb = tmp_path / "emb.npz"
+    assert main(["embed", "--model", str(run / "export"), "--out", str(emb)]) == 0
+    with np.load(emb) as z:
+        assert z["embeddings"].shape == (8, 8, 64)  # 256 px / 32 px chips, 64-wide tiny encoder
+        assert np.isfinite(z["embeddings"]).all()
+    rec, png = tmp_path / "rec.npz", tmp_path / "rec.png"
+    assert main(["reconstruct", "--model", str(run / "export"), "--out", str(rec), "--plot", str(png)]) == 0
+    with np.load(rec) as z, np.load(sample_path()) as src:
+        assert z["image"].shape == src["image"].shape
+        hidden = z["hidden"]
+        assert 0.7 < hidden.mean() < 0.8  # 75 % masking
+        # visible pixels come back exactly (up to float32 normalisation round trip)
+        np.testing.assert_allclose(z["image"][~hidden], src["image"].astype(np.float32)[~hidden], atol=1e-3)
+    assert png.stat().st_size > 10_000
+    model = load_pretrained(run / "export")
+    assert model.meta["domain"] == "maecore"
+
+
+def test_check_reports_every_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.savez(folder / "good.npz", image=np.random.default_rng(0).random((3, 40, 40)).astype(np.float32))
+    np.save(folder / "flat.npy", np.zeros((40, 40)))
+    (folder / "junk.npz").write_bytes(b"not a zip file")
+    assert main(["check", "--data", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "flat.npy: expected an image array [C, H, W], found shape [40, 40]" in out
+    assert "junk.npz: expected a readable NumPy array file" in out
+    assert "checked 3 item(s): 1 good, 2 bad" in out
+
+
+def test_pretrain_refuses_bad_files_unless_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.savez(folder / "good.npz", image=np.random.default_rng(0).random((3, 64, 64)).astype(np.float32))
+    (folder / "junk.npz").write_bytes(b"\x00" * 10)
+    args = ["pretrain", "--config", "tiny", "--data", str(folder), "--max-steps", "2"]
+    assert main([*args, "--out", str(tmp_path / "r1")]) == 2
+    assert "junk.npz" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "r2"), "--skip-bad"]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_unknown_set_key_is_an_error_listing_valid_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["pretrain", "--out", str(tmp_path / "r"), "--set", "train.learning_rate=1"]) == 2
+    assert "valid keys in train:" in capsys.readouterr().err
+
+
+def test_info_lists_models(capsys: pytest.CaptureFixture[str]):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "mae_vit_base" in out and "bundled_sample" in out
