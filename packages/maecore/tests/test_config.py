@@ -13,7 +13,7 @@ from maecore.errors import ConfigError
 def test_default_loads_with_model_and_train_sections():
     cfg = load_config("maecore")
     assert cfg["model"]["name"] == "mae_vit_tiny"
-    assert cfg["train"]["max_steps"] == 300
+    assert cfg["train"]["max_steps"] == 500
     assert cfg["data"]["chip_size"] == 32
 
 
