@@ -90,7 +90,14 @@ def load_pretrained(directory: str | os.PathLike[str], map_location: str = "cpu"
 
     cfg = read_export_config(directory)
     model = create_model(cfg["model"], **cfg["kwargs"])
-    missing, unexpected = load_model(model, str(Path(directory) / WEIGHTS), strict=False, device=map_location)
+    weights = Path(directory) / WEIGHTS
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False, device=map_location)
+    except RuntimeError as err:  # shape mismatch between config.json and the weights
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise DataError(weights, f"the weights of {cfg['model']!r} as configured in {CONFIG}", first) from err
+    except Exception as err:  # corrupt safetensors file
+        raise DataError(weights, "a readable safetensors file", f"{type(err).__name__}: {err}") from err
     if missing or unexpected:
         raise DataError(
             Path(directory) / WEIGHTS,
