@@ -99,3 +99,18 @@ def test_info_lists_models(capsys: pytest.CaptureFixture[str]):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "mae_vit_base" in out and "bundled_sample" in out
+
+
+def test_finetune_and_probe_on_a_task_defined_from_the_data(run: Path, tmp_path: Path, capsys):
+    ft = tmp_path / "ft"
+    assert main(["finetune", "--model", str(run / "export"), "--config", "tiny", "--out", str(ft),
+                 "--max-steps", "6"]) == 0
+    summary = json.loads((ft / "summary.json").read_text())
+    assert 0.0 <= summary["val/acc"] <= 1.0 and summary["steps"] == 6
+    assert (ft / "export" / "head.safetensors").is_file()
+    pr = tmp_path / "probe"
+    assert main(["probe", "--model", str(run / "export"), "--config", "tiny", "--out", str(pr)]) == 0
+    res = json.loads((pr / "probe.json").read_text())
+    for which in ("pretrained", "random_init"):
+        assert 0.0 <= res[which]["linear"]["accuracy"] <= 1.0
+        assert res[which]["linear"]["n"] == 64  # tiny config: 64 chips

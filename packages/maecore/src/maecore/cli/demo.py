@@ -20,11 +20,27 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from maecore.atomic import atomic_path
 from maecore.cli.app import build_cli
-from maecore.cli.domain import Domain, Problem
+from maecore.cli.domain import Domain, LabelledData, Problem
 from maecore.errors import DataError
 from maecore.figures import plot_reconstruction_2d, reconstruct_batch
 from maecore.sample import ImageChips, read_image_array, sample_path
 from maecore.tasks.data import collate_dict
+
+
+class _Cloudy(Dataset):
+    """Adds ``label`` = 1 when more than 5 % of a chip's pixels exceed 200 in every band."""
+
+    def __init__(self, chips: ImageChips, image: np.ndarray) -> None:
+        self.chips = chips
+        bright = (image > 200).all(0)
+        c = chips.chip
+        self.labels = [int(bright[r : r + c, q : q + c].mean() > 0.05) for r, q in chips.origins]
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.chips[i], "label": torch.tensor(self.labels[i])}
 
 
 def _expand(data: str | None) -> list[Path]:
@@ -97,6 +113,18 @@ class ImageDomain(Domain):
                 image, chip, 8, seed=99, rows=(cut, image.shape[1]), mean=parts[0].mean, std=parts[0].std
             )
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+    def labelled_data(self, cfg: dict[str, Any], args: argparse.Namespace) -> LabelledData:
+        """A task defined from the data itself: does a chip hold cloud? (> 5 % of its pixels bright
+        in all three bands, i.e. above 200 of 255 in the raw crop). Train chips from the upper
+        rows, validation chips from the held-out bottom strip."""
+        d = cfg["data"]
+        chip = int(d["chip_size"])
+        image = self._read_all(_expand(args.data), skip_bad=False)[0]["image"]
+        _, cut = self._split(cfg, image)
+        train = ImageChips(image, chip, int(d["chips_per_image"]), seed=0, rows=(0, cut))
+        val = ImageChips(image, chip, 64, seed=1, rows=(cut, image.shape[1]), mean=train.mean, std=train.std)
+        return LabelledData(_Cloudy(train, image), _Cloudy(val, image), "classification", 2, ["clear", "cloudy"])
 
     def model_meta(self, cfg: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
         first = dataset if isinstance(dataset, ImageChips) else dataset.datasets[0]  # type: ignore[attr-defined]
