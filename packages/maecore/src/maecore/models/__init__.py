@@ -1,4 +1,4 @@
-from maecore.models import vit  # noqa: F401  (registers the generic MAE-ViT models)
+from maecore.models import simmim, vit  # noqa: F401  (register the generic MAE-ViT and SimMIM models)
 from maecore.models.mae import MAEOutput, MaskedAutoencoder
 from maecore.models.pretrained import load_pretrained
 from maecore.models.registry import create_model, list_models, model_arguments, register_model
