@@ -75,7 +75,7 @@ def test_other_tasks_train_and_report_their_metric(tmp_path: Path, task, key, n,
 
 
 def test_segmentation_head_shapes_and_group_averaging():
-    for ndim, grid, patch in [(1, (6,), (4,)), (2, (3, 2), (4, 4)), (3, (2, 2, 2), (2, 2, 2))]:
+    for grid, patch in [((6,), (4,)), ((3, 2), (4, 4)), ((2, 2, 2), (2, 2, 2))]:
         head = SegmentationHead(8, 3, patch)
         n = int(np.prod(grid))
         emb = torch.randn(2, 2 * n, 8)

@@ -9,6 +9,7 @@ YAML is always read with ``yaml.safe_load``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Iterable, Mapping
@@ -77,11 +78,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     # YAML reads 1e-3 as a string (no dot before e); users mean a number
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value for c in "eE.") else value
-        except ValueError:
-            pass
+    if isinstance(value, str) and any(c in value for c in "eE."):
+        with contextlib.suppress(ValueError):
+            value = float(value)
     return parts, value
 
 

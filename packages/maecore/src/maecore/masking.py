@@ -127,7 +127,10 @@ def block_masking(
     n_keep = torch.full((b * g,), max(1, round(n_coarse * (1 - ratio))), device=pad.device)
     cmask = _keep_lowest(noise, torch.zeros_like(noise, dtype=torch.bool), n_keep)
     cmask = cmask.reshape(b * g, 1, *coarse).float()
-    fine = F.interpolate(cmask, scale_factor=blk, mode="nearest") if len(grid) > 1 else cmask.repeat_interleave(blk[0], -1)
+    if len(grid) > 1:
+        fine = F.interpolate(cmask, scale_factor=blk, mode="nearest")
+    else:
+        fine = cmask.repeat_interleave(blk[0], -1)
     return finalize(fine.reshape(b, -1).bool(), pad)
 
 
@@ -243,7 +246,8 @@ def group_drop_masking(
     drop = (_uniform((b, n_groups), pad, generator) < drop_prob) & present
     all_gone = present.any(1) & ~(present & ~drop).any(1)
     if all_gone.any():  # rescue one present group at random
-        pick = torch.where(present, _uniform((b, n_groups), pad, generator), torch.full((b, n_groups), -1.0, device=pad.device)).argmax(1)
+        score = _uniform((b, n_groups), pad, generator)
+        pick = torch.where(present, score, torch.full_like(score, -1.0)).argmax(1)
         rescue = F.one_hot(pick, n_groups).bool() & all_gone[:, None]
         drop = drop & ~rescue
     dropped_tok = torch.gather(drop, 1, group.long()) & ~pad

@@ -15,10 +15,7 @@ from torch import Tensor
 
 def as_patch_size(patch: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     """``16 -> (16, 16)`` for ``ndim=2``; a sequence must have ``ndim`` entries."""
-    if isinstance(patch, int):
-        size = (patch,) * ndim
-    else:
-        size = tuple(int(p) for p in patch)
+    size = (patch,) * ndim if isinstance(patch, int) else tuple(int(p) for p in patch)
     if len(size) != ndim or any(p < 1 for p in size):
         raise ValueError(f"patch size must be {ndim} positive integers, got {patch!r}")
     return size

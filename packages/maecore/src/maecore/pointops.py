@@ -92,7 +92,9 @@ def farthest_point_sample(
     return idx
 
 
-def knn(query: Tensor, points: Tensor, k: int, chunk: int = DEFAULT_CHUNK, backend: str = "auto") -> tuple[Tensor, Tensor]:
+def knn(
+    query: Tensor, points: Tensor, k: int, chunk: int = DEFAULT_CHUNK, backend: str = "auto"
+) -> tuple[Tensor, Tensor]:
     """k nearest neighbours: ``(dist2 [B, S, k], idx [B, S, k])`` sorted by distance."""
     _check_cloud("query", query)
     _check_cloud("points", points)

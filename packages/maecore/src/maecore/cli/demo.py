@@ -144,14 +144,17 @@ class ImageDomain(Domain):
         image = arr["image"]
         c, h, w = image.shape
         if c != model.tokenizer.in_channels:
-            raise DataError(arr["path"], f"{model.tokenizer.in_channels} bands as the model was trained on", f"{c} bands")
+            expected = f"{model.tokenizer.in_channels} bands as the model was trained on"
+            raise DataError(arr["path"], expected, f"{c} bands")
         if h < chip or w < chip:
             raise DataError(arr["path"], f"an image of at least {chip} x {chip} pixels", f"{h} x {w}")
         mean = np.asarray(meta.get("norm_mean", np.nanmean(image, (1, 2))), np.float32)
         std = np.asarray(meta.get("norm_std", np.nanstd(image, (1, 2)) + 1e-6), np.float32)
         norm = (image - mean[:, None, None]) / std[:, None, None]
         rows, cols = h // chip, w // chip
-        tiles = [norm[:, r * chip : (r + 1) * chip, q * chip : (q + 1) * chip] for r in range(rows) for q in range(cols)]
+        tiles = [
+            norm[:, r * chip : (r + 1) * chip, q * chip : (q + 1) * chip] for r in range(rows) for q in range(cols)
+        ]
         batch = {"x": torch.from_numpy(np.stack(tiles).astype(np.float32))}
         return batch, {"rows": rows, "cols": cols, "chip": chip, "mean": mean, "std": std, "arr": arr}
 
@@ -191,7 +194,8 @@ class ImageDomain(Domain):
                 arr = read_image_array(f)
                 chip = int(cfg["data"]["chip_size"])
                 if min(arr["image"].shape[1:]) < chip:
-                    raise DataError(f, f"an image of at least {chip} x {chip} pixels", f"{list(arr['image'].shape[1:])}")
+                    size = list(arr["image"].shape[1:])
+                    raise DataError(f, f"an image of at least {chip} x {chip} pixels", f"{size}")
             except DataError as err:
                 problems.append(Problem(str(f), f"expected {err.expected}, found {err.found}"))
         return len(files), problems

@@ -231,13 +231,16 @@ class MaskedAutoencoder(nn.Module, PretrainedMixin):
                 raise ValueError(f"unknown group {g!r}; this model's groups are {names}")
         return ids
 
-    def encode_tokens(self, batch: dict[str, Any], groups: list[str] | list[int] | None = None) -> tuple[Tensor, Tensor]:
+    def encode_tokens(
+        self, batch: dict[str, Any], groups: list[str] | list[int] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """All real tokens of the chosen groups, unmasked: ``-> (emb [B, L, D], pad [B, L])``."""
         tokens = self.tokenizer.tokens(batch).keep_groups(self._group_ids(groups))
         masking = M.finalize(torch.zeros_like(tokens.pad), tokens.pad)
         latent = self.forward_encoder(tokens, masking)
         emb = latent.new_zeros(*tokens.pad.shape, latent.shape[-1])
-        emb = emb.scatter(1, masking.ids_keep[..., None].expand_as(latent), latent.masked_fill(masking.keep_pad[..., None], 0))
+        latent = latent.masked_fill(masking.keep_pad[..., None], 0)
+        emb = emb.scatter(1, masking.ids_keep[..., None].expand_as(latent), latent)
         return emb, tokens.pad
 
     def encode(self, batch: dict[str, Any], groups: list[str] | list[int] | None = None) -> Tensor:

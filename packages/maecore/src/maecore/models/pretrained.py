@@ -80,7 +80,8 @@ def read_export_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise DataError(cfg_path, "valid JSON", f"a parse error ({err})") from err
     if not isinstance(cfg, dict) or "model" not in cfg or "kwargs" not in cfg:
-        raise DataError(cfg_path, "keys 'model' and 'kwargs'", f"keys {sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__}")
+        found = f"keys {sorted(cfg)}" if isinstance(cfg, dict) else type(cfg).__name__
+        raise DataError(cfg_path, "keys 'model' and 'kwargs'", found)
     return cfg
 
 

@@ -9,7 +9,6 @@ at each patch position are averaged into one grid token, block masking hides who
 
 from __future__ import annotations
 
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,7 +143,8 @@ class SimMIM(nn.Module, PretrainedMixin):
             if unknown:
                 raise ValueError(f"unknown group(s) {unknown}; this model's groups are {self.tokenizer.group_names}")
             keep = torch.tensor([n in groups for n in self.tokenizer.group_names], device=batch["x"].device)
-            batch = {**batch, "group_pad": batch.get("group_pad", torch.zeros_like(keep)[None].expand(len(batch["x"]), -1)) | ~keep}
+            present = batch.get("group_pad", torch.zeros_like(keep)[None].expand(len(batch["x"]), -1))
+            batch = {**batch, "group_pad": present | ~keep}
         fused, pos_pad, tokens = self._fuse(batch)
         feats = self.forward_encoder(fused, pos_pad)  # [B, h, w, C]
         up = feats.repeat_interleave(self.stride, 1).repeat_interleave(self.stride, 2)

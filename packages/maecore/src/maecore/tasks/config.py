@@ -58,7 +58,9 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be {rule}, got {getattr(self, name)!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         if self.strategy not in ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"):
-            raise ValueError(f"train.strategy must be one of auto, ddp, ddp_spawn, fsdp, deepspeed; got {self.strategy!r}")
+            raise ValueError(
+                f"train.strategy must be one of auto, ddp, ddp_spawn, fsdp, deepspeed; got {self.strategy!r}"
+            )
         if isinstance(self.devices, str) and self.devices != "auto":
             try:
                 self.devices = int(self.devices)

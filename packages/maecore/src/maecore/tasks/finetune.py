@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-
 import torch.nn.functional as F
 import torchmetrics as tm
 from safetensors.torch import load_model, save_model
@@ -67,7 +66,8 @@ class FinetuneTask(BaseTask):
     def configure_metrics(self) -> None:
         k = self.n_classes
         if self.task == "classification":
-            m = {"acc": tm.Accuracy("multiclass", num_classes=k), "f1": tm.F1Score("multiclass", num_classes=k, average="macro")}
+            m = {"acc": tm.Accuracy("multiclass", num_classes=k),
+                 "f1": tm.F1Score("multiclass", num_classes=k, average="macro")}
         elif self.task == "multilabel":
             m = {"auroc": tm.AUROC("multilabel", num_labels=k, average="macro"),
                  "f1": tm.F1Score("multilabel", num_labels=k, average="macro")}

@@ -62,7 +62,8 @@ class PretrainTask(BaseTask):
             sampler.start_batch = self.global_step * self.cfg.accumulate
 
     def _generator(self, batch_idx: int, device: torch.device) -> torch.Generator:
-        seed = (self.cfg.seed * 1_000_003 + self.global_step * 1009 + batch_idx % self.cfg.accumulate * 31 + self.global_rank)
+        micro = batch_idx % self.cfg.accumulate
+        seed = self.cfg.seed * 1_000_003 + self.global_step * 1009 + micro * 31 + self.global_rank
         return torch.Generator(device=device).manual_seed(seed % (2**63))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
