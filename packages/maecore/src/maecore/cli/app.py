@@ -219,6 +219,7 @@ def build_cli(domain: Domain) -> Callable[[Sequence[str] | None], int]:
         args = build_parser(domain).parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
         try:
+            domain.resolve_args(args.verb, args)
             return COMMANDS[args.verb](domain, args)
         except (MAEError, ValueError, KeyError, NotImplementedError, FileNotFoundError) as err:
             if args.verbose:

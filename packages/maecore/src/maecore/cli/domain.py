@@ -49,6 +49,9 @@ class Domain:
     def add_arguments(self, verb: str, parser: argparse.ArgumentParser) -> None:
         """Add domain flags to a verb's parser (e.g. ``--have/--want`` for reconstruct)."""
 
+    def resolve_args(self, verb: str, args: argparse.Namespace) -> None:
+        """Adjust parsed arguments before the verb runs (e.g. ``--kind grid`` picks a config)."""
+
     # ---------------------------------------------------------------- data
     def pretrain_dataset(self, cfg: dict[str, Any], data: str | None, skip_bad: bool) -> Dataset:
         """Dataset of sample dicts for pretraining; ``data=None`` means the bundled sample.

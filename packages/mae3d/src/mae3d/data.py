@@ -1,0 +1,125 @@
+"""Datasets of point clouds and radiance grids, loaded once and checked file by file."""
+
+from __future__ import annotations
+
+import csv
+import glob
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from maecore.errors import DataError
+from mae3d.io import EXTS, read_grid_or_shape, read_points
+
+
+def sample_dir() -> Path:
+    return Path(str(resources.files("mae3d").joinpath("sample")))
+
+
+def expand(data: str | None) -> list[Path]:
+    """Files of a path, folder (recursive) or glob; ``None`` = the bundled YCB sample."""
+    if data is None:
+        root = sample_dir() / "ycb"
+        return sorted(root.rglob("*.ply"))
+    p = Path(data)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTS)
+    elif any(c in data for c in "*?["):
+        files = sorted(Path(f) for f in glob.glob(data, recursive=True))
+    else:
+        files = [p]
+    if not files:
+        raise DataError(data, f"mesh or point files ({', '.join(EXTS)})", "no files")
+    return files
+
+
+def load_all(files: list[Path], reader: Callable[[Path], dict[str, Any]], skip_bad: bool) -> list[dict[str, Any]]:
+    """Read every file; bad files are collected and reported together (or skipped, and listed)."""
+    good, bad = [], []
+    for f in files:
+        try:
+            good.append(reader(f))
+        except DataError as err:
+            bad.append(err)
+    if bad and not skip_bad:
+        raise DataError(None, "only readable inputs (use --skip-bad to skip bad files)",
+                        f"{len(bad)} bad file(s): " + "; ".join(str(e) for e in bad))
+    for err in bad:
+        print(f"skipped {err}")
+    if not good:
+        raise DataError(None, "at least one good input", "none left after skipping bad files")
+    return good
+
+
+def labels_for(files: list[Path], labels_csv: str | None) -> list[str]:
+    """Labels from a CSV (columns ``file,label``; file relative to the CSV or absolute) or from
+    each file's parent folder name (``class/object.ply``)."""
+    if labels_csv is None:
+        return [f.parent.name for f in files]
+    table: dict[str, str] = {}
+    base = Path(labels_csv).parent
+    with open(labels_csv, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
+            raise DataError(labels_csv, "a CSV with columns 'file' and 'label'", f"columns {reader.fieldnames}")
+        for row in reader:
+            table[str((base / row["file"]).resolve())] = row["label"]
+    missing = [str(f) for f in files if str(f.resolve()) not in table]
+    if missing:
+        raise DataError(labels_csv, "a label for every input file", f"no label for {missing[:3]}")
+    return [table[str(f.resolve())] for f in files]
+
+
+class PointClouds(Dataset):
+    """Normalised clouds of ``n_points``; samples ``{"points", "center", "scale", "index"}`` plus
+    ``label`` when labels are given."""
+
+    def __init__(self, items: list[dict[str, Any]], labels: list[int] | None = None) -> None:
+        self.items, self.labels = items, labels
+
+    @classmethod
+    def from_files(cls, files: list[Path], n_points: int, skip_bad: bool = False, seed: int = 0) -> PointClouds:
+        return cls(load_all(files, lambda f: read_points(f, n_points, seed), skip_bad))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        it = self.items[i]
+        out = {"points": torch.from_numpy(it["points"]), "center": torch.from_numpy(it["center"]),
+               "scale": torch.tensor(it["scale"], dtype=torch.float64), "index": torch.tensor(i)}
+        if self.labels is not None:
+            out["label"] = torch.tensor(self.labels[i])
+        return out
+
+
+class Grids(Dataset):
+    """Radiance grids as ``x [4, R, R, R]`` (RGB + alpha channels first)."""
+
+    def __init__(self, items: list[dict[str, Any]], labels: list[int] | None = None) -> None:
+        self.items, self.labels = items, labels
+
+    @classmethod
+    def from_files(cls, files: list[Path], resolution: int, skip_bad: bool = False) -> Grids:
+        def read(f: Path) -> dict[str, Any]:
+            g = read_grid_or_shape(f, resolution)
+            if g["rgbsigma"].shape[:3] != (resolution,) * 3:
+                raise DataError(f, f"a {resolution}^3 grid (data.resolution)", f"{g['rgbsigma'].shape[:3]}")
+            return g
+
+        return cls(load_all(files, read, skip_bad))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        out = {"x": torch.from_numpy(np.ascontiguousarray(self.items[i]["rgbsigma"].transpose(3, 0, 1, 2))),
+               "index": torch.tensor(i)}
+        if self.labels is not None:
+            out["label"] = torch.tensor(self.labels[i])
+        return out

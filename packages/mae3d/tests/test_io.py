@@ -1,0 +1,108 @@
+"""Readers and writers on real scans and meshes, and every bad-input case with its message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from maecore.errors import DataError
+from mae3d.data import expand, labels_for
+from mae3d.io import points_to_grid, read_grid, read_grid_or_shape, read_points, write_grid, write_ply
+
+
+def test_mesh_is_sampled_normalised_and_invertible(shared_points: Path):
+    path = shared_points / "ycb_google16k" / "can" / "005_tomato_soup_can.ply"
+    cloud = read_points(path, 2048, seed=0)
+    pts = cloud["points"]
+    assert pts.shape == (2048, 3) and pts.dtype == np.float32
+    assert np.linalg.norm(pts, axis=1).max() == pytest.approx(1.0, abs=1e-5)
+    # back to the input frame: metres, within the mesh's bounding box
+    mesh = trimesh.load(path, process=False)
+    back = pts * cloud["scale"] + cloud["center"]
+    assert (back >= mesh.bounds[0] - 1e-6).all() and (back <= mesh.bounds[1] + 1e-6).all()
+    assert cloud["n_source"] == len(mesh.vertices)
+    assert np.array_equal(read_points(path, 2048, seed=0)["points"], pts)  # seeded
+
+
+@pytest.mark.parametrize("name", ["bunny.ply", "fandisk.obj", "ballA.off", "teapot.stl", "Duck.glb"])
+def test_every_mesh_format_reads(shared_points: Path, name: str):
+    assert read_points(shared_points / "trimesh_models" / name, 512)["points"].shape == (512, 3)
+
+
+def test_point_files_round_trip(tmp_path: Path):
+    pts = np.random.default_rng(0).normal(size=(300, 3)) * 0.1 + 5
+    np.save(tmp_path / "a.npy", pts)
+    np.savez(tmp_path / "b.npz", points=pts)
+    np.savetxt(tmp_path / "c.xyz", pts)
+    write_ply(tmp_path / "d.ply", pts, np.tile([10, 20, 30, 255], (300, 1)).astype(np.uint8))
+    for name in ("a.npy", "b.npz", "c.xyz", "d.ply"):
+        c = read_points(tmp_path / name, 300)
+        assert np.allclose(c["points"] * c["scale"] + c["center"], pts, atol=1e-5), name
+    back = trimesh.load(tmp_path / "d.ply")
+    assert back.colors[0].tolist() == [10, 20, 30, 255]
+
+
+def test_grid_write_read_and_voxelised_grid(tmp_path: Path, shared_points: Path):
+    cloud = read_points(shared_points / "ycb_google16k" / "ball" / "054_softball.ply", 8192)
+    grid = points_to_grid(cloud["points"], 16)
+    assert grid.shape == (16, 16, 16, 4)
+    alpha = grid[..., 3]
+    assert 0.3 < alpha.mean() < 0.7  # a filled ball occupies about half of its bounding cube
+    assert alpha[8, 8, 8] == 1.0 and alpha[0, 0, 0] == 0.0  # inside filled, corner empty
+    write_grid(tmp_path / "g.npz", grid, np.array([[-1, -1, -1], [1, 1, 1.0]]))
+    g = read_grid(tmp_path / "g.npz")
+    assert np.array_equal(g["rgbsigma"], grid) and g["resolution"] == [16, 16, 16]
+    assert read_grid_or_shape(tmp_path / "g.npz", 16)["rgbsigma"].shape == (16, 16, 16, 4)
+
+
+def _obj(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_bad_inputs(tmp_path: Path, shared_points: Path):
+    models = shared_points / "trimesh_models"
+    with pytest.raises(DataError, match=r"empty.ply: expected a mesh with vertices, found an empty scene"):
+        read_points(models / "empty.ply", 64)
+    with pytest.raises(DataError, match=r"empty.obj: expected a mesh with vertices, found an empty scene"):
+        read_points(models / "empty.obj", 64)
+    nan = _obj(tmp_path, "nan.obj", "v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    with pytest.raises(DataError, match=r"nan.obj: expected finite vertex coordinates, found 1 NaN/inf vertices"):
+        read_points(nan, 16)
+    past = _obj(tmp_path, "past.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n")
+    with pytest.raises(DataError, match=r"past.obj: expected faces that index existing vertices"):
+        read_points(past, 16)
+    with pytest.raises(DataError, match=r"points_ascii.ply: expected at least 64 points \(n_points\), found 5 points"):
+        read_points(models / "points_ascii.ply", 64)
+    with pytest.raises(DataError, match=r"cloud.vtk: expected a mesh or point file .*found extension '.vtk'"):
+        (tmp_path / "cloud.vtk").write_text("x")
+        read_points(tmp_path / "cloud.vtk", 16)
+    np.savez(tmp_path / "rgb.npz", rgbsigma=np.zeros((4, 4, 4, 3)))
+    with pytest.raises(DataError, match=r"rgb.npz: expected rgbsigma shaped \[X, Y, Z, 4\] \(RGB \+ alpha\), found shape \[4, 4, 4, 3\]"):
+        read_grid(tmp_path / "rgb.npz")
+    np.save(tmp_path / "flat.npy", np.zeros((10, 2)))
+    with pytest.raises(DataError, match=r"flat.npy: expected points shaped \[N, 3\]"):
+        read_points(tmp_path / "flat.npy", 4)
+    with pytest.raises(DataError, match=r"missing.ply: expected an existing file"):
+        read_points(tmp_path / "missing.ply", 4)
+
+
+def test_sample_and_labels():
+    files = expand(None)
+    assert len(files) == 20
+    labels = labels_for(files, None)
+    assert sorted(set(labels)) == ["ball", "box", "can", "fruit", "tool"] and labels.count("ball") == 4
+
+
+def test_labels_csv(tmp_path: Path):
+    files = expand(None)[:2]
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,label\n" + "\n".join(f"{f},x{i}" for i, f in enumerate(files)) + "\n")
+    assert labels_for(files, str(csv)) == ["x0", "x1"]
+    csv.write_text("path,label\n")
+    with pytest.raises(DataError, match=r"labels.csv: expected a CSV with columns 'file' and 'label'"):
+        labels_for(files, str(csv))
