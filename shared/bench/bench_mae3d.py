@@ -25,12 +25,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Subset
 
+from mae3d.data import PointClouds, expand, labels_for
 from maecore import pointops as P
 from maecore.models import create_model
 from maecore.tasks import TrainConfig, run_pretrain
 from maecore.tasks.data import collate_dict
 from maecore.tasks.probe import compare_to_random
-from mae3d.data import PointClouds, expand, labels_for
 
 
 class TimeLimit(Callback):
@@ -66,9 +66,10 @@ def point_ops_table(sizes: list[int]) -> list[dict]:
         x, y = torch.randn(8, n, 3), torch.randn(8, n, 3)
         for be in ["torch"] + (["pytorch3d"] if P.backend() == "pytorch3d" else []):
             row = {"N": n, "backend": be}
-            for name, fn in [("fps_ms", lambda: P.farthest_point_sample(x, 64, backend=be)),
-                             ("knn_ms", lambda: P.knn(x[:, :64], x, 32, backend=be)),
-                             ("chamfer_ms", lambda: P.chamfer_distance(x, y, backend=be))]:
+            ops = [("fps_ms", lambda x=x, be=be: P.farthest_point_sample(x, 64, backend=be)),
+                   ("knn_ms", lambda x=x, be=be: P.knn(x[:, :64], x, 32, backend=be)),
+                   ("chamfer_ms", lambda x=x, y=y, be=be: P.chamfer_distance(x, y, backend=be))]
+            for name, fn in ops:
                 fn()  # warm-up
                 t = time.perf_counter()
                 fn()

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from maecore.errors import DataError
 from mae3d.data import expand, labels_for
 from mae3d.io import points_to_grid, read_grid, read_grid_or_shape, read_points, write_grid, write_ply
+from maecore.errors import DataError
 
 
 def test_mesh_is_sampled_normalised_and_invertible(shared_points: Path):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mae3d.data import PointClouds, expand
 from maecore.models import create_model, load_pretrained
 from maecore.pointops import chamfer_l2
-from mae3d.data import PointClouds, expand
 
 
 @pytest.fixture(scope="module")

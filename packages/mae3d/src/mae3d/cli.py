@@ -11,6 +11,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from mae3d.data import Grids, PointClouds, expand, labels_for
+from mae3d.figures import plot_cloud_reconstruction, plot_grid_reconstruction
+from mae3d.io import read_grid_or_shape, read_points, write_grid, write_ply
 from maecore.atomic import atomic_path
 from maecore.cli.app import build_cli
 from maecore.cli.domain import Domain, LabelledData, Problem
@@ -18,9 +21,6 @@ from maecore.errors import DataError
 from maecore.figures import reconstruct_batch
 from maecore.pointops import backend
 from maecore.tasks.data import collate_dict
-from mae3d.data import Grids, PointClouds, expand, labels_for
-from mae3d.figures import plot_cloud_reconstruction, plot_grid_reconstruction
-from mae3d.io import read_grid_or_shape, read_points, write_grid, write_ply
 
 GRID_MODEL = "mae3d_nerfmae_tiny"
 VISIBLE_RGB, PREDICTED_RGB = (150, 150, 150, 255), (220, 40, 40, 255)

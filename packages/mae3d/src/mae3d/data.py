@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from maecore.errors import DataError
 from mae3d.io import EXTS, read_grid_or_shape, read_points
+from maecore.errors import DataError
 
 
 def sample_dir() -> Path:

@@ -75,7 +75,8 @@ def _raw_points(p: Path, ext: str, n_points: int, seed: int) -> tuple[np.ndarray
         if len(verts) == 0:
             raise DataError(p, "a mesh or cloud with vertices", "no vertices")
         if not np.isfinite(verts).all():
-            raise DataError(p, "finite vertex coordinates", f"{int((~np.isfinite(verts)).any(1).sum())} NaN/inf vertices")
+            bad = int((~np.isfinite(verts)).any(1).sum())
+            raise DataError(p, "finite vertex coordinates", f"{bad} NaN/inf vertices")
         faces = np.asarray(getattr(geom, "faces", np.zeros((0, 3))))
         if len(faces):
             if faces.max() >= len(verts) or faces.min() < 0:

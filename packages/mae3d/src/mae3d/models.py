@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from mae3d.tokenizers import PointPatchTokenizer
 from maecore.models.mae import MaskedAutoencoder
 from maecore.models.registry import register_model
 from maecore.models.sizes import vit_size
 from maecore.tokenizers import PatchTokenizer
-from mae3d.tokenizers import PointPatchTokenizer
 
 
 def _pointmae(num_patches: int, group_size: int, arch: dict[str, Any], mask_ratio: float) -> MaskedAutoencoder:

@@ -114,7 +114,7 @@ def cmd_finetune(domain: Domain, args: argparse.Namespace) -> int:
     ft = cfg.get("finetune", {})
     summary = run_finetune(
         model, data.train, data.val, run_dir, TrainConfig.from_dict(cfg.get("train", {})),
-        task=data.task, n_classes=data.n_classes, **ft,
+        task=data.task, n_classes=data.n_classes, class_names=data.class_names, **ft,
     )
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=2, default=str))

@@ -16,11 +16,15 @@ from torch import nn
 
 from maecore.tasks.config import TrainConfig
 
+NO_DECAY_NAMES = ("mask_token", "cls_token", "group_embed", "pos_embed", "decoder_group")
+
 
 def no_decay(name: str, param: nn.Parameter) -> bool:
-    """Biases, norms, embeddings, tokens and other 1-D parameters get no weight decay."""
-    lowered = name.lower()
-    return param.ndim <= 1 or any(k in lowered for k in ("embed", "token", "norm", "bias"))
+    """Biases, norms, learned embeddings and tokens and other 1-D parameters get no weight decay.
+
+    Matched on the parameter's own name (``tokenizer.proj.0.weight`` is a projection: it decays).
+    """
+    return param.ndim <= 1 or any(part in NO_DECAY_NAMES for part in name.split("."))
 
 
 def default_param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
