@@ -92,3 +92,39 @@ def test_resume_paths(tmp_path: Path):
     assert find_resume_checkpoint(tmp_path, "auto") is None  # nothing yet: fresh start
     with pytest.raises(DataError, match=r"missing.ckpt: expected a checkpoint file to resume from"):
         find_resume_checkpoint(tmp_path, str(tmp_path / "missing.ckpt"))
+
+
+def test_five_kills_some_during_checkpoint_writes(tmp_path: Path, reference):
+    """Kill 5 times: 3 times while a checkpoint is being written (its temp file exists, the rename
+    has not happened), twice between steps; every restart resumes from the last complete one."""
+    run = tmp_path / "faults"
+    ckpt_dir = run / "checkpoints"
+    during_write = 0
+    for attempt in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(run), str(STEPS), "--resume", "auto", "--slow", "0.1",
+             "--slow-ckpt", "0.6"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 120
+        want_write = attempt % 2 == 0
+        while time.time() < deadline and proc.poll() is None:
+            temps = list(ckpt_dir.glob(".last.ckpt.*")) if ckpt_dir.is_dir() else []
+            if want_write and temps:
+                break  # a checkpoint is being written right now
+            if not want_write and (ckpt_dir / "last.ckpt").is_file() and time.time() > deadline - 118:
+                break
+            time.sleep(0.02)
+        killed_during_write = bool(list(ckpt_dir.glob(".last.ckpt.*"))) if ckpt_dir.is_dir() else False
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
+        during_write += killed_during_write
+        if (ckpt_dir / "last.ckpt").is_file():  # whatever is under the final name is complete
+            assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] > 0
+    assert during_write >= 3
+    res = _run(run, "--resume", "auto")
+    assert res.returncode == 0, res.stderr[-2000:]
+    resumed = _weights(run)
+    for k in reference:
+        assert torch.equal(resumed[k], reference[k]), f"{k} differs after 5 kills"

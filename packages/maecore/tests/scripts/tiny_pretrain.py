@@ -53,7 +53,16 @@ def main() -> None:
     p.add_argument("--resume", default=None)
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--slow", type=float, default=0.0)
+    p.add_argument("--slow-ckpt", type=float, default=0.0, help="pause inside each checkpoint write (fault tests)")
     a = p.parse_args()
+    if a.slow_ckpt:  # the temp file is fully written, the rename has not happened yet
+        real_save = torch.save
+
+        def slow_save(obj, f, *args, **kwargs):
+            real_save(obj, f, *args, **kwargs)
+            time.sleep(a.slow_ckpt)
+
+        torch.save = slow_save
     torch.manual_seed(0)
     model = create_model("mae_vit_tiny", ndim=2, group_channels=[3], patch_size=4)
     cfg = TrainConfig(
