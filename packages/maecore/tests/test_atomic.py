@@ -31,3 +31,26 @@ def test_failing_writer_keeps_previous_file(tmp_path: Path):
         raise DiskFull(28, "No space left on device")
     assert target.read_text() == "good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_disk_full_during_checkpoint_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch):
+    import errno
+
+    import torch
+
+    from maecore.tasks.checkpoint import AtomicCheckpointIO, safe_torch_load
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 5}, target)
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        real_save({"partial": torch.zeros(10)}, f)  # some bytes reach the temp file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        io.save_checkpoint({"global_step": 10}, target)
+    assert safe_torch_load(target)["global_step"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
