@@ -116,7 +116,12 @@ def read_points(path: str | os.PathLike[str], n_points: int | None = 2048, seed:
     """
     p = Path(path)
     ext = _check_ext(p)
-    raw, n_source = _raw_points(p, ext, n_points or 8192, seed)
+    try:
+        raw, n_source = _raw_points(p, ext, n_points or 8192, seed)
+    except (DataError, ImportError):
+        raise
+    except Exception as err:  # any parser failure on a damaged file is reported, naming it
+        raise DataError(p, f"a readable {ext} file", f"{type(err).__name__}: {err}") from err
     if n_points is None:
         n_points = len(raw)
     if len(raw) < n_points:
