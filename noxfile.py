@@ -49,6 +49,6 @@ def examples(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark tables (JSON + markdown under shared/bench/results/)."""
     session.install(*TORCH)
-    session.install("-r", "requirements.txt")
+    session.install("-r", "requirements.txt", "transformers>=4.40")  # transformers: the ViTMAE peer row
     for script in sorted((ROOT / "shared" / "bench").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)

@@ -1,0 +1,196 @@
+"""Core model-step benchmark against peers, one process per row (issue: performance suite).
+
+Rows (pretraining step = forward, backward, AdamW step; median of --steps after one warm-up):
+  matmul       torch.matmul peak GFLOP/s at the run's dtype (square 1024..3072)
+  ours_vitb    maecore mae_vit_base, ViT-B/16, 224 px, 75 % masking, decoder 512 x 8
+  ours_vitb_ckpt   the same with activation checkpointing in the encoder
+  hf_vitmae    Hugging Face ViTMAEForPreTraining at the identical config (if transformers imports)
+  ours_3d      maecore mae_vit_base on 3D volumes (patch 16, 75 %), decoder 384 x 4 as MONAI's default
+  monai_3d     MONAI MaskedAutoEncoderViT at the identical config
+Each row prints parameters, samples/s, tokens/s, peak RSS, and MFU = model FLOPs/s over the measured
+matmul peak, with model FLOPs = 6 x (encoder params x visible tokens + decoder params x all tokens).
+
+usage: python shared/bench/bench_core.py [--batch 8] [--steps 3] [--vol 96] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_peak() -> dict:
+    best = 0.0
+    for n in (1024, 2048, 3072):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        t = time.perf_counter()
+        reps = 3
+        for _ in range(reps):
+            a @ b
+        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return {"row": "matmul", "gflops": round(best, 1)}
+
+
+def _time_steps(step, steps: int) -> float:
+    step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def _count(module: torch.nn.Module, prefixes: tuple[str, ...]) -> int:
+    return sum(p.numel() for n, p in module.named_parameters() if n.startswith(prefixes))
+
+
+def ours(batch: int, steps: int, ckpt: bool, ndim: int, size: int) -> dict:
+    from maecore.models import create_model
+
+    torch.manual_seed(0)
+    dec = {} if ndim == 2 else dict(decoder_dim=384, decoder_depth=4, decoder_heads=12)
+    model = create_model("mae_vit_base", ndim=ndim, group_channels=[3 if ndim == 2 else 1], patch_size=16,
+                         grad_checkpointing=ckpt, **dec)
+    x = torch.randn(batch, 3 if ndim == 2 else 1, *([size] * ndim))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        out = model({"x": x})
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+
+    dt = _time_steps(step, steps)
+    n_tok = (size // 16) ** ndim
+    enc = _count(model, ("tokenizer.", "encoder.", "pos_embed."))
+    dec_p = sum(p.numel() for p in model.parameters()) - enc
+    flops = 6 * batch * (enc * n_tok * 0.25 + dec_p * n_tok)
+    return {"params_M": round((enc + dec_p) / 1e6, 2), "step_s": dt, "flops": flops, "tokens": batch * n_tok}
+
+
+def hf_vitmae(batch: int, steps: int) -> dict:
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    torch.manual_seed(0)
+    cfg = ViTMAEConfig(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                       intermediate_size=3072, decoder_hidden_size=512, decoder_num_hidden_layers=8,
+                       decoder_num_attention_heads=16, decoder_intermediate_size=2048, mask_ratio=0.75,
+                       attn_implementation="sdpa")
+    model = ViTMAEForPreTraining(cfg)
+    x = torch.randn(batch, 3, 224, 224)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        out = model(pixel_values=x)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+
+    dt = _time_steps(step, steps)
+    enc = _count(model, ("vit.",))
+    dec_p = sum(p.numel() for p in model.parameters()) - enc
+    return {"params_M": round((enc + dec_p) / 1e6, 2), "step_s": dt, "flops": 6 * batch * (enc * 49 + dec_p * 196),
+            "tokens": batch * 196}
+
+
+def monai_3d(batch: int, steps: int, size: int) -> dict:
+    from monai.networks.nets import MaskedAutoEncoderViT
+
+    torch.manual_seed(0)
+    model = MaskedAutoEncoderViT(in_channels=1, img_size=size, patch_size=16, hidden_size=768, mlp_dim=3072,
+                                 num_layers=12, num_heads=12, masking_ratio=0.75, decoder_hidden_size=384,
+                                 decoder_mlp_dim=1536, decoder_num_layers=4, decoder_num_heads=12, qkv_bias=True)
+    x = torch.randn(batch, 1, size, size, size)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        pred, mask = model(x)
+        target = x.reshape(batch, 1, size // 16, 16, size // 16, 16, size // 16, 16)
+        target = target.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(batch, -1, 16**3)
+        loss = (((pred - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    dt = _time_steps(step, steps)
+    n_tok = (size // 16) ** 3
+    enc = _count(model, ("patch_embedding.", "blocks.", "norm."))
+    dec_p = sum(p.numel() for p in model.parameters()) - enc
+    return {"params_M": round((enc + dec_p) / 1e6, 2), "step_s": dt, "flops": 6 * batch * (enc * n_tok * 0.25 + dec_p * n_tok),
+            "tokens": batch * n_tok}
+
+
+def run_row(row: str, a: argparse.Namespace) -> dict:
+    if row == "matmul":
+        return matmul_peak()
+    fns = {
+        "ours_vitb": lambda: ours(a.batch, a.steps, False, 2, 224),
+        "ours_vitb_ckpt": lambda: ours(a.batch, a.steps, True, 2, 224),
+        "hf_vitmae": lambda: hf_vitmae(a.batch, a.steps),
+        "ours_3d": lambda: ours(1, a.steps, False, 3, a.vol),
+        "monai_3d": lambda: monai_3d(1, a.steps, a.vol),
+    }
+    r = fns[row]()
+    bs = a.batch if "3d" not in row else 1
+    return {"row": row, "params_M": r["params_M"], "step_s": round(r["step_s"], 3),
+            "samples_per_s": round(bs / r["step_s"], 3), "tokens_per_s": round(r["tokens"] / r["step_s"], 1),
+            "model_gflops_per_s": round(r["flops"] / r["step_s"] / 1e9, 1), "peak_rss_MB": round(_rss_mb(), 1)}
+
+
+ROWS = ("matmul", "ours_vitb", "ours_vitb_ckpt", "hf_vitmae", "ours_3d", "monai_3d")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--row", default=None, help="run one row in this process (used internally)")
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--vol", type=int, default=96)
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    if a.row:
+        print(json.dumps(run_row(a.row, a)))
+        return
+    results = []
+    for row in a.rows.split(","):
+        cmd = [sys.executable, __file__, "--row", row, "--batch", str(a.batch), "--steps", str(a.steps), "--vol", str(a.vol)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            results.append({"row": row, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"})
+        else:
+            results.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
+    peak = next((r["gflops"] for r in results if r["row"] == "matmul"), None)
+    by = {r["row"]: r for r in results}
+    for r in results:
+        if peak and "model_gflops_per_s" in r:
+            r["mfu_vs_matmul"] = round(r["model_gflops_per_s"] / peak, 3)
+    for ours_row, peer in (("ours_vitb", "hf_vitmae"), ("ours_3d", "monai_3d")):
+        if "samples_per_s" in by.get(ours_row, {}) and "samples_per_s" in by.get(peer, {}):
+            by[ours_row][f"speed_vs_{peer}"] = round(by[ours_row]["samples_per_s"] / by[peer]["samples_per_s"], 3)
+            by[ours_row][f"memory_vs_{peer}"] = round(by[ours_row]["peak_rss_MB"] / by[peer]["peak_rss_MB"], 3)
+    if "step_s" in by.get("ours_vitb_ckpt", {}) and "step_s" in by.get("ours_vitb", {}):
+        by["ours_vitb_ckpt"]["time_vs_no_ckpt"] = round(by["ours_vitb_ckpt"]["step_s"] / by["ours_vitb"]["step_s"], 3)
+        by["ours_vitb_ckpt"]["memory_vs_no_ckpt"] = round(by["ours_vitb_ckpt"]["peak_rss_MB"] / by["ours_vitb"]["peak_rss_MB"], 3)
+    out = {"machine": f"{torch.get_num_threads()} threads, torch {torch.__version__}, fp32 CPU", "rows": results}
+    print(json.dumps(out, indent=2))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
