@@ -129,8 +129,8 @@ def monai_3d(batch: int, steps: int, size: int) -> dict:
     n_tok = (size // 16) ** 3
     enc = _count(model, ("patch_embedding.", "blocks.", "norm."))
     dec_p = sum(p.numel() for p in model.parameters()) - enc
-    return {"params_M": round((enc + dec_p) / 1e6, 2), "step_s": dt, "flops": 6 * batch * (enc * n_tok * 0.25 + dec_p * n_tok),
-            "tokens": batch * n_tok}
+    flops = 6 * batch * (enc * n_tok * 0.25 + dec_p * n_tok)
+    return {"params_M": round((enc + dec_p) / 1e6, 2), "step_s": dt, "flops": flops, "tokens": batch * n_tok}
 
 
 def run_row(row: str, a: argparse.Namespace) -> dict:
@@ -167,7 +167,8 @@ def main() -> None:
         return
     results = []
     for row in a.rows.split(","):
-        cmd = [sys.executable, __file__, "--row", row, "--batch", str(a.batch), "--steps", str(a.steps), "--vol", str(a.vol)]
+        cmd = [sys.executable, __file__, "--row", row, "--batch", str(a.batch), "--steps", str(a.steps),
+               "--vol", str(a.vol)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             results.append({"row": row, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"})
@@ -183,9 +184,10 @@ def main() -> None:
         if "samples_per_s" in by.get(ours_row, {}) and "samples_per_s" in by.get(peer, {}):
             by[ours_row][f"speed_vs_{peer}"] = round(by[ours_row]["samples_per_s"] / by[peer]["samples_per_s"], 3)
             by[ours_row][f"memory_vs_{peer}"] = round(by[ours_row]["peak_rss_MB"] / by[peer]["peak_rss_MB"], 3)
-    if "step_s" in by.get("ours_vitb_ckpt", {}) and "step_s" in by.get("ours_vitb", {}):
-        by["ours_vitb_ckpt"]["time_vs_no_ckpt"] = round(by["ours_vitb_ckpt"]["step_s"] / by["ours_vitb"]["step_s"], 3)
-        by["ours_vitb_ckpt"]["memory_vs_no_ckpt"] = round(by["ours_vitb_ckpt"]["peak_rss_MB"] / by["ours_vitb"]["peak_rss_MB"], 3)
+    ck, plain = by.get("ours_vitb_ckpt", {}), by.get("ours_vitb", {})
+    if "step_s" in ck and "step_s" in plain:
+        ck["time_vs_no_ckpt"] = round(ck["step_s"] / plain["step_s"], 3)
+        ck["memory_vs_no_ckpt"] = round(ck["peak_rss_MB"] / plain["peak_rss_MB"], 3)
     out = {"machine": f"{torch.get_num_threads()} threads, torch {torch.__version__}, fp32 CPU", "rows": results}
     print(json.dumps(out, indent=2))
     if a.json:
