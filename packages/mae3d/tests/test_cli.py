@@ -94,3 +94,17 @@ def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "point_ops" in out and "torch" in out and "mae3d_pointmae" in out
+
+
+def test_finetune_classifies_objects_and_probe_reports_svm(run: Path, tmp_path: Path):
+    ft = tmp_path / "ft"
+    assert main(["finetune", "--model", str(run / "export"), "--config", "tiny", "--out", str(ft),
+                 "--max-steps", "4"]) == 0
+    summary = json.loads((ft / "summary.json").read_text())
+    assert 0.0 <= summary["val/acc"] <= 1.0
+    head = json.loads((ft / "export" / "head.json").read_text())
+    assert head["class_names"] == ["ball", "box", "can", "fruit", "tool"]
+    assert main(["probe", "--model", str(run / "export"), "--config", "tiny", "--out", str(tmp_path / "p")]) == 0
+    res = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert set(res["pretrained"]) >= {"linear", "knn", "svm"}
+    assert res["pretrained"]["svm"]["cv"] and res["pretrained"]["svm"]["n"] == 20

@@ -133,7 +133,8 @@ def cmd_probe(domain: Domain, args: argparse.Namespace) -> int:
     data = domain.labelled_data(cfg, args)
     loader = DataLoader(data.train, batch_size=int(cfg["train"].get("batch_size", 8)), collate_fn=collate_dict)
     y = [int(s["label"]) for s in data.train]  # type: ignore[attr-defined]
-    result = compare_to_random(model, loader, y, groups=data.groups, seed=int(cfg["train"].get("seed", 0)))
+    result = compare_to_random(model, loader, y, groups=data.groups, seed=int(cfg["train"].get("seed", 0)),
+                               probes=("linear", "knn", "svm"))
     run_dir = _run_dir(args, domain)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "probe.json", json.dumps(result, indent=2, default=float))
