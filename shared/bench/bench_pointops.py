@@ -1,0 +1,138 @@
+"""Point-op timings for maecore.pointops (torch path, and pytorch3d beside it when it imports).
+
+Rows, batch 8 of random clouds (float32), for N in --sizes:
+  fps_ms      farthest point sampling, 64 samples from N points
+  knn_ms      64 query points against N points, k = 32
+  chamfer_ms  both-way squared nearest-neighbour distances between two N-point clouds
+Each time is the median of --repeats runs after one warm-up run. Then, in a fresh subprocess
+each (so earlier work does not hide it), the peak RSS growth of one Chamfer call at the largest N:
+forward only, and forward + backward.
+
+usage: python shared/bench/bench_pointops.py [--sizes 1024 8192 32768] [--batch 8] [--repeats 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from maecore import pointops as P
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return round(statistics.median(times) * 1e3, 1)
+
+
+def timing_rows(sizes: list[int], batch: int, repeats: int) -> list[dict]:
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for n in sizes:
+        x, y = torch.randn(batch, n, 3, generator=gen), torch.randn(batch, n, 3, generator=gen)
+        backends = ["torch"] + (["pytorch3d"] if P.backend() == "pytorch3d" else [])
+        for be in backends:
+            reps = repeats if n <= 8192 else 1
+            rows.append({
+                "N": n,
+                "backend": be,
+                "fps_ms": _median_ms(lambda x=x, be=be: P.farthest_point_sample(x, 64, backend=be), repeats),
+                "knn_ms": _median_ms(lambda x=x, be=be: P.knn(x[:, :64], x, 32, backend=be), repeats),
+                "chamfer_ms": _median_ms(lambda x=x, y=y, be=be: P.chamfer_distance(x, y, backend=be), reps),
+            })
+    return rows
+
+
+def _status_mb(key: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc, in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb(exact: bool) -> float:
+    return _status_mb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def chamfer_peak_child(n: int, batch: int, backward: bool) -> None:
+    """Run in a fresh process: print the peak-RSS growth (MB) of one Chamfer call."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, n, 3, generator=gen), torch.randn(batch, n, 3, generator=gen)
+    P.chamfer_distance(x[:, :64], y[:, :64])  # load kernels and thread pools before the baseline
+    x.requires_grad_(backward)
+    exact = _reset_peak()  # otherwise ru_maxrss: a lifetime peak that can hide growth below it
+    before = _status_mb("VmRSS") if exact else _peak_mb(False)
+    t = time.perf_counter()
+    d_ab, d_ba = P.chamfer_distance(x, y)
+    if backward:
+        (d_ab.mean() + d_ba.mean()).backward()
+    seconds = time.perf_counter() - t
+    delta = round(_peak_mb(exact) - before, 1)
+    print(json.dumps({"rss_delta_mb": delta, "seconds": round(seconds, 2), "exact_peak": exact}))
+
+
+def memory_rows(n: int, batch: int) -> list[dict]:
+    rows = []
+    for backward in (False, True):
+        cmd = [sys.executable, __file__, "--child", str(n), "--batch", str(batch)]
+        if backward:
+            cmd.append("--backward")
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        inputs_mb = round(2 * batch * n * 3 * 4 / 2**20, 1)
+        rows.append({"N": n, "pass": "forward+backward" if backward else "forward", "inputs_mb": inputs_mb, **out})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 8192, 32768])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--backward", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child is not None:
+        chamfer_peak_child(args.child, args.batch, args.backward)
+        return {}
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "backend_auto": P.backend(),
+            "batch": args.batch}
+    print(" ".join(f"{k}={v}" for k, v in info.items()))
+    rows = timing_rows(args.sizes, args.batch, args.repeats)
+    print(f"{'N':>7} {'backend':>10} {'fps_ms':>9} {'knn_ms':>9} {'chamfer_ms':>11}")
+    for r in rows:
+        print(f"{r['N']:>7} {r['backend']:>10} {r['fps_ms']:>9} {r['knn_ms']:>9} {r['chamfer_ms']:>11}")
+    mem = memory_rows(max(args.sizes), args.batch)
+    print(f"\nChamfer peak RSS growth at N={max(args.sizes)}, batch {args.batch} (fresh process each):")
+    for r in mem:
+        print(f"  {r['pass']:<17} +{r['rss_delta_mb']} MB  ({r['seconds']} s; inputs {r['inputs_mb']} MB)")
+    result = {"info": info, "timings": rows, "chamfer_memory": mem}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
