@@ -117,7 +117,7 @@ def block_masking(
     """
     _check_ratio(ratio)
     blk = (block,) * len(grid) if isinstance(block, int) else tuple(block)
-    if len(blk) != len(grid) or any(g % s for g, s in zip(grid, blk)):
+    if len(blk) != len(grid) or any(s < 1 or g % s for g, s in zip(grid, blk)):
         raise ValueError(f"grid {tuple(grid)} is not divisible by block {blk}")
     g = _group_grid(pad, grid)
     coarse = [s // c for s, c in zip(grid, blk)]
@@ -139,6 +139,8 @@ def tube_masking(
 ) -> Masking:
     """VideoMAE: one random mask over the non-time axes, repeated along axis 0 (time) of ``grid``."""
     _check_ratio(ratio)
+    if len(grid) < 2:
+        raise ValueError(f"tube masking needs a grid with a time axis and at least one more, got {tuple(grid)}")
     g = _group_grid(pad, grid)
     t, rest = grid[0], math.prod(grid[1:])
     b = pad.shape[0]
@@ -149,11 +151,12 @@ def tube_masking(
     return finalize(m.reshape(b, -1), pad)
 
 
-def _dirichlet(alpha: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Dirichlet draw from Gamma(alpha, 1) samples, seeded by ``generator``.
+def _dirichlet(alpha: Tensor, generator: torch.Generator | None, present: Tensor | None = None) -> Tensor:
+    """Dirichlet draw from Gamma(alpha, 1) samples, seeded by ``generator``: ``[B, G] -> [B, G]``.
 
-    Gamma with alpha=1 is Exponential; for other alpha we use Marsaglia-Tsang via torch's
-    standard-normal and uniform generators so the generator is honoured.
+    Marsaglia-Tsang via torch's standard-normal and uniform generators so the generator is
+    honoured. Normalised in log space, so small alphas (whose Gamma samples underflow to 0) still
+    give a valid draw; groups where ``present`` is False get share 0.
     """
     a = alpha.clamp(min=1e-3)
     boost = a < 1
@@ -173,8 +176,10 @@ def _dirichlet(alpha: Tensor, generator: torch.Generator | None) -> Tensor:
             break
     out = torch.where(todo, d, out)
     u = torch.rand(a.shape, generator=generator, device=a.device)
-    out = torch.where(boost, out * u.clamp(min=1e-12) ** (1.0 / a), out)
-    return out / out.sum(-1, keepdim=True).clamp(min=1e-12)
+    log_g = torch.log(out) + torch.where(boost, torch.log(u.clamp(min=1e-12)) / a, torch.zeros_like(a))
+    if present is not None:
+        log_g = log_g.masked_fill(~present, float("-inf"))
+    return torch.nan_to_num(torch.softmax(log_g, -1), nan=0.0)  # a row with nothing present: all 0
 
 
 def group_budget_masking(
@@ -198,9 +203,7 @@ def group_budget_masking(
     onehot = F.one_hot(group.long(), n_groups).bool() & ~pad[..., None]  # [B, L, G]
     avail = onehot.sum(1)  # [B, G]
     present = avail > 0
-    share = _dirichlet(torch.full((b, n_groups), float(alpha), device=pad.device), generator)
-    share = torch.where(present, share, torch.zeros_like(share))
-    share = share / share.sum(1, keepdim=True).clamp(min=1e-12)
+    share = _dirichlet(torch.full((b, n_groups), float(alpha), device=pad.device), generator, present)
     budget = _n_keep(pad, ratio)
     quota = torch.minimum(torch.floor(share * budget[:, None]).long(), avail)
     for _ in range(n_groups + 1):  # hand leftovers to groups with room, largest share first
@@ -256,7 +259,7 @@ def group_drop_masking(
 
 
 def _blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of ``x [N, 1, *grid]`` with reflect-free zero padding."""
+    """Separable Gaussian blur of ``x [N, 1, *grid]`` (edges padded by replication)."""
     radius = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -293,6 +296,8 @@ def noise_masking(
     _check_ratio(ratio)
     if color not in NOISE_COLORS:
         raise ValueError(f"noise color must be one of {NOISE_COLORS}, got {color!r}")
+    if not sigma > 0:
+        raise ValueError(f"noise sigma must be > 0, got {sigma}")
     g = _group_grid(pad, grid)
     b = pad.shape[0]
     w = torch.randn(b * g, 1, *grid, generator=generator, device=pad.device)

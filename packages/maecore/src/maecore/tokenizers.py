@@ -96,6 +96,23 @@ class PatchTokenizer(nn.Module):
                 f"got {x.shape[1]}"
             )
 
+    def _check_masks(self, batch: dict[str, Any], x: Tensor) -> None:
+        """``valid`` must be ``[B, C or 1, *S]`` and ``group_pad`` ``[B, G]``."""
+        b, c, *spatial = x.shape
+        valid, group_pad = batch.get("valid"), batch.get("group_pad")
+        if valid is not None and (
+            valid.dim() != x.dim() or valid.shape[0] != b or valid.shape[1] not in (1, c)
+            or valid.shape[2:] != x.shape[2:]
+        ):
+            raise ValueError(
+                f"valid must be [B, C or 1, *S] with B={b}, C={c}, S={tuple(spatial)}, got {list(valid.shape)}"
+            )
+        if group_pad is not None and tuple(group_pad.shape) != (b, self.n_groups):
+            raise ValueError(
+                f"group_pad must be [B, G] = [{b}, {self.n_groups}] (groups {self.group_names}), "
+                f"got {list(group_pad.shape)}"
+            )
+
     def grid(self, batch: dict[str, Any]) -> tuple[int, ...]:
         return grid_shape(batch["x"].shape[2:], self.patch)
 
@@ -103,6 +120,7 @@ class PatchTokenizer(nn.Module):
         """Per-group patches ``[B, N, C_g * vox]`` (unmeasured set to 0) and ``pad [B, G, N]``."""
         x = batch["x"]
         self._check(x)
+        self._check_masks(batch, x)
         valid = torch.isfinite(x)
         if batch.get("valid") is not None:
             valid = valid & batch["valid"].to(torch.bool).expand_as(x)

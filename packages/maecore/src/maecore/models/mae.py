@@ -14,13 +14,18 @@ import torch
 from torch import Tensor, nn
 
 from maecore import masking as M
-from maecore.losses import get_loss
+from maecore.losses import get_loss, normalize_targets
 from maecore.models.pretrained import PretrainedMixin
 from maecore.models.transformer import Transformer, init_weights
 from maecore.patching import sincos_embed
 from maecore.tokens import Tokens, gather_tokens
 
 MASK_KINDS = ("random", "block", "tube", "group_budget", "group_drop", "noise", "loss_guided")
+# the strategy parameters each kind accepts besides "kind" and "ratio" (see maecore.masking)
+MASK_PARAMS = {
+    "random": (), "block": ("block",), "tube": (), "group_budget": ("alpha",), "group_drop": ("drop_prob",),
+    "noise": ("color", "sigma"), "loss_guided": ("hard_fraction",),
+}
 
 
 @dataclass
@@ -116,6 +121,10 @@ class MaskedAutoencoder(nn.Module, PretrainedMixin):
         ratio = float(cfg.get("ratio", 0.75))
         if not 0.0 <= ratio < 1.0:
             raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
+        unknown = sorted(set(cfg) - {"kind", "ratio", *MASK_PARAMS[kind]})
+        if unknown:
+            allowed = ", ".join(["kind", "ratio", *MASK_PARAMS[kind]])
+            raise ValueError(f"mask kind {kind!r} takes no parameter(s) {unknown}; valid keys: {allowed}")
         return {**cfg, "kind": kind, "ratio": ratio}
 
     def _init(self) -> None:
@@ -200,7 +209,11 @@ class MaskedAutoencoder(nn.Module, PretrainedMixin):
 
     def _difficulty_loss(self, loss: Tensor, pred: Tensor, target: Tensor, tokens: Tokens, masking: M.Masking):
         """HPM: train the predictor to rank tokens by their (detached) reconstruction error."""
-        err = (pred.detach().float() - target.float()).pow(2).mean(-1)
+        valid = self.elem_valid(tokens.group)
+        if self.norm_pix:  # the error the model is trained on, not the raw one
+            target = normalize_targets(target.float(), valid)
+        sq = (pred.detach().float() - target.float()).pow(2)
+        err = sq.mean(-1) if valid is None else (sq * valid).sum(-1) / valid.sum(-1).clamp(min=1)
         guess = self.difficulty(tokens.x.detach()).squeeze(-1).float()
         scored = masking.mask & ~tokens.pad
         if not bool(scored.any()):
@@ -219,9 +232,11 @@ class MaskedAutoencoder(nn.Module, PretrainedMixin):
         if groups is None:
             return None
         names = list(self.tokenizer.group_names)
+        if len(groups) == 0:
+            raise ValueError(f"groups must name at least one of this model's groups {names} (or be None for all)")
         ids = []
         for g in groups:
-            if isinstance(g, int):
+            if isinstance(g, int) and not isinstance(g, bool):
                 if not 0 <= g < len(names):
                     raise ValueError(f"group id {g} out of range 0..{len(names) - 1}")
                 ids.append(g)

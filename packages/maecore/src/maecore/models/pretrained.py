@@ -12,7 +12,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from maecore.atomic import atomic_path, atomic_write_text
-from maecore.errors import DataError
+from maecore.errors import ConfigError, DataError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -90,7 +90,10 @@ def load_pretrained(directory: str | os.PathLike[str], map_location: str = "cpu"
     from maecore.models.registry import create_model
 
     cfg = read_export_config(directory)
-    model = create_model(cfg["model"], **cfg["kwargs"])
+    try:
+        model = create_model(cfg["model"], **cfg["kwargs"])
+    except (ConfigError, ValueError, TypeError) as err:  # unknown model (domain not installed) or arguments
+        raise DataError(Path(directory) / CONFIG, "a model this installation can build", str(err)) from err
     weights = Path(directory) / WEIGHTS
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=map_location)
