@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from maecore.atomic import atomic_path
+from maecore.figures import save_figure
 
 
 def _plt():
@@ -36,11 +36,7 @@ def plot_cloud_reconstruction(inp: np.ndarray, visible: np.ndarray, predicted: n
         ax.set_zlim(-0.7, 0.7)
         ax.set_box_aspect((1, 1, 1))
         ax.set_axis_off()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_grid_reconstruction(result: dict[str, Tensor], path: str | Path) -> Path:
@@ -55,8 +51,4 @@ def plot_grid_reconstruction(result: dict[str, Tensor], path: str | Path) -> Pat
         ax.imshow(rgb.transpose(1, 2, 0), origin="lower", interpolation="nearest")
         ax.set_title(f"{title} (z = {mid})")
         ax.set_axis_off()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
