@@ -1,75 +1,112 @@
-"""The pretraining engine: learning, logging, schedule, non-finite steps, safe checkpoint loading."""
+"""The pretraining engine: learning, logging, schedule, data order, non-finite steps, safe loading."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import math
 import pickle
+import re
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
 
 from maecore.errors import ConfigError, UnsafeCheckpointError
 from maecore.models import create_model, load_pretrained
 from maecore.tasks import NonFiniteError, PretrainTask, TrainConfig, run_pretrain
 from maecore.tasks.base import default_param_groups, warmup_cosine
 from maecore.tasks.checkpoint import safe_torch_load
+from maecore.tasks.data import SeededItems, StepLoader, StepSampler, collate_dict, make_loader
+from maecore.tasks.pretrain import embedding_spread
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 from tiny_pretrain import Smooth  # noqa: E402
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(max_steps=40, batch_size=8, lr=2e-3, warmup_steps=4, ckpt_every=20, log_every=5, progress=False,
+    base = dict(max_steps=30, batch_size=8, lr=2e-3, warmup_steps=4, ckpt_every=10, log_every=5, progress=False,
                 accelerator="cpu")
     return TrainConfig(**{**base, **kw})
 
 
-def _model():
+def _model() -> nn.Module:
     torch.manual_seed(0)
     return create_model("mae_vit_tiny", ndim=2, group_channels=[3], patch_size=4)
 
 
-def _rows(path: str) -> list[dict[str, str]]:
+def _rows(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
-def test_loss_falls_and_run_folder_is_complete(tmp_path: Path):
+def _column(path: str | Path, key: str) -> list[tuple[int, float]]:
+    return [(int(r["step"]), float(r[key])) for r in _rows(path) if r.get(key)]
+
+
+def _flat(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+
+
+# ---------------------------------------------------------------------- learning and the run folder
+def test_loss_falls_and_run_folder_is_complete(tmp_path: Path, capsys):
     model = _model()
-    summary = run_pretrain(model, Smooth(), tmp_path, _cfg())
-    rows = [r for r in _rows(summary["metrics_csv"]) if r.get("train/loss")]
-    losses = [float(r["train/loss"]) for r in rows]
-    assert losses[-1] < 0.75 * losses[0], losses
-    stds = [float(r["train/emb_std"]) for r in _rows(summary["metrics_csv"]) if r.get("train/emb_std")]
-    assert stds and min(stds) > 1e-3  # no collapse
-    assert summary["steps"] == 40 and summary["nonfinite_steps"] == 0
+    summary = run_pretrain(model, Smooth(), tmp_path, _cfg(), val_dataset=Smooth(n=16))
+    losses = [v for _, v in _column(summary["metrics_csv"], "train/loss")]
+    assert len(losses) == 6 and losses[-1] < 0.7 * losses[0], losses
+    with torch.no_grad():  # it learned to use the visible patches: better than predicting zeros
+        out = model.eval()({"x": Smooth().x[:32]}, generator=torch.Generator().manual_seed(0))
+        zeros = (out.target**2).mean(-1)[out.mask].mean()
+    assert out.loss < 0.85 * zeros, (out.loss, zeros)
+    stds = [v for _, v in _column(summary["metrics_csv"], "train/emb_std")]
+    assert len(stds) == 6 and min(stds) > 1e-3  # no collapse
+    assert summary["metrics_csv"] == str(tmp_path / "metrics.csv")
+    assert summary["steps"] == summary["steps_this_run"] == 30 and summary["nonfinite_steps"] == 0
+    assert summary["final_loss"] == pytest.approx(losses[-1], rel=1e-6)  # step 29 is a logged step
+    assert summary["samples_per_s"] > 0 and summary["last_checkpoint"] == str(tmp_path / "checkpoints/last.ckpt")
+    val = [v for _, v in _column(summary["metrics_csv"], "val/loss")]
+    assert len(val) == 3 and val[-1] < val[0] and summary["val_loss"] == pytest.approx(val[-1])
+    assert "pretrain done: 30 steps" in capsys.readouterr().out
     loaded = load_pretrained(summary["export_dir"]).eval()
     batch = {"x": Smooth().x[:4]}
     assert torch.equal(loaded.encode(batch), model.eval().encode(batch))
 
 
+def test_lr_in_metrics_follows_warmup_and_cosine(tmp_path: Path):
+    cfg = _cfg(max_steps=10, warmup_steps=3, log_every=1, lr=1e-3, min_lr_ratio=0.1)
+    summary = run_pretrain(_model(), Smooth(n=16), tmp_path, cfg, logger=True)
+    lrs = dict(_column(summary["metrics_csv"], "train/lr"))
+    assert lrs[0] == pytest.approx(1e-3 / 3) and lrs[2] == pytest.approx(1e-3)  # first step, warm-up end
+    assert lrs[9] == pytest.approx(1e-3 * warmup_cosine(9, 3, 10, 0.1))
+    assert all(lrs[s] > lrs[s + 1] for s in range(3, 9))
+
+
 def test_warmup_cosine_schedule_values():
-    assert warmup_cosine(0, 10, 100, 0.0) == pytest.approx(0.1)
-    assert warmup_cosine(9, 10, 100, 0.0) == pytest.approx(1.0)
+    assert warmup_cosine(0, 10, 100, 0.0) == pytest.approx(0.1)  # step 0 already learns
+    assert warmup_cosine(9, 10, 100, 0.0) == pytest.approx(1.0)  # warm-up end
     assert warmup_cosine(10, 10, 100, 0.0) == pytest.approx(1.0)
     assert warmup_cosine(55, 10, 100, 0.0) == pytest.approx(0.5)
-    assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)  # min_lr_ratio * lr at max_steps
     assert warmup_cosine(500, 10, 100, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(0, 0, 100, 0.0) == pytest.approx(1.0)  # no warm-up
 
 
 def test_optimizer_lr_follows_schedule():
     task = PretrainTask(_model(), _cfg(lr=1.0, warmup_steps=2, max_steps=4, min_lr_ratio=0.0))
     conf = task.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
     seen = []
-    for _ in range(4):
+    for _ in range(5):
         seen.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert seen == pytest.approx([0.5, 1.0, 1.0, 0.5])
+    assert seen == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
+    assert set(sched.state_dict()["lr_lambdas"]) == {None}  # nothing that needs pickle in a checkpoint
 
 
 def test_no_weight_decay_on_norms_biases_and_embeddings():
@@ -81,54 +118,184 @@ def test_no_weight_decay_on_norms_biases_and_embeddings():
     assert "mask_token" in plain_names and "tokenizer.group_embed" in plain_names
     assert any(n.endswith("norm.weight") for n in plain_names) and any(n.endswith(".bias") for n in plain_names)
     assert plain["weight_decay"] == 0.0 and decay["weight_decay"] == 0.05
+    opt = PretrainTask(model, _cfg(weight_decay=0.05)).configure_optimizers()["optimizer"]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
 
 
+# ---------------------------------------------------------------------- config
 def test_train_config_errors():
     with pytest.raises(ConfigError, match=r"unknown train key\(s\) \['learning_rate'\]; valid keys: .*lr"):
         TrainConfig.from_dict({"learning_rate": 1})
     with pytest.raises(ValueError, match=r"train.lr must be > 0, got 0"):
         TrainConfig(lr=0)
-    with pytest.raises(ValueError, match=r"train.strategy must be one of .*got 'horovod'"):
+    with pytest.raises(ValueError, match=r"train.max_steps must be an integer, got 'ten'"):
+        TrainConfig(max_steps="ten")
+    with pytest.raises(ValueError, match=r"train.strategy must be one of auto, ddp, .*got 'horovod'"):
         TrainConfig(strategy="horovod")
+    with pytest.raises(ValueError, match=r"train.precision must be one of .*bf16-mixed.*got 'fp8'"):
+        TrainConfig(precision="fp8")
     with pytest.raises(ValueError, match=r"train.devices must be an integer or 'auto', got 'two'"):
         TrainConfig(devices="two")
+    with pytest.raises(ValueError, match=r"train.betas must be two numbers in \[0, 1\), got \(0.9, 1.5\)"):
+        TrainConfig(betas=(0.9, 1.5))
+
+
+def test_train_config_round_trip_and_precision():
+    cfg = TrainConfig.from_dict({"lr": "1e-3", "max_steps": 7, "betas": [0.9, 0.99], "devices": "2"})
+    assert (cfg.lr, cfg.betas, cfg.devices) == (1e-3, (0.9, 0.99), 2)  # YAML reads 1e-3 as a string
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert TrainConfig(precision="auto").resolved_precision("cpu") == "32-true"
-    assert TrainConfig(precision="auto").resolved_precision("cuda") == "bf16-mixed"
+    assert TrainConfig(precision="16-mixed").resolved_precision("cpu") == "16-mixed"
+    if not torch.cuda.is_available():
+        assert TrainConfig(precision="auto").resolved_precision("cuda") == "bf16-mixed"
 
 
-class Poisoned(Smooth):
-    """Samples of the listed indices hold finite but huge values: their loss overflows to inf.
+# ---------------------------------------------------------------------- data order
+def test_step_sampler_batches_depend_on_seed_and_step_only():
+    full = StepSampler(10, 4, seed=3, n_batches=6)
+    batches = list(full)
+    assert list(StepSampler(10, 4, seed=3, start_step=4, n_batches=6)) == batches[4:]
+    assert [full.batch(k) for k in range(6)] == batches
+    assert sorted(batches[0] + batches[1] + batches[2][:2]) == list(range(10))  # one pass = a permutation
+    assert batches != list(StepSampler(10, 4, seed=4, n_batches=6))
+    assert len(full) == 6 and full.item_seeds(1) != full.item_seeds(2)
 
-    (Non-finite inputs would not do: the tokenizer turns them into padding, by design.)"""
 
-    def __init__(self, bad: set[int]) -> None:
-        super().__init__(n=16)
-        self.bad = bad
+def test_step_sampler_ranks_take_disjoint_slices_of_each_global_batch():
+    ranks = [list(StepSampler(12, 3, seed=0, n_batches=4, rank=r, world_size=2)) for r in (0, 1)]
+    single = list(StepSampler(12, 6, seed=0, n_batches=4))
+    for k in range(4):
+        assert not set(ranks[0][k]) & set(ranks[1][k])
+        assert ranks[0][k] + ranks[1][k] == single[k]  # the same global batch, split
+    with pytest.raises(ValueError, match=r"rank must be in \[0, world_size=2\), got 2"):
+        StepSampler(12, 3, rank=2, world_size=2)
+    with pytest.raises(ValueError, match=r"n_items must be >= 1 \(the dataset is empty\), got 0"):
+        StepSampler(0, 3)
 
-    def __getitem__(self, i: int) -> dict:
-        item = super().__getitem__(i)
-        if i in self.bad:
-            item["x"] = torch.full_like(item["x"], 3e38)
-        return item
+
+def test_augmentation_is_a_function_of_the_position_and_caller_rng_is_untouched():
+    ds = SeededItems(Smooth(n=8, augment=True))
+    torch.manual_seed(1)
+    expected_next = torch.rand(3)
+    torch.manual_seed(1)
+    a = ds[(2, 1234)]["x"]
+    assert torch.equal(torch.rand(3), expected_next)  # loading did not consume the caller's stream
+    assert torch.equal(ds[(2, 1234)]["x"], a) and not torch.equal(ds[(2, 99)]["x"], a)
+
+
+def test_step_loader_state_is_the_next_batch():
+    loader = make_loader(Smooth(n=8), _cfg(batch_size=2), n_batches=6)
+    assert isinstance(loader, StepLoader) and loader.state_dict() == {"next_batch": 0}
+    it = iter(loader)
+    first = [next(it)["index"] for _ in range(3)]
+    assert loader.state_dict() == {"next_batch": 3}
+    resumed = make_loader(Smooth(n=8), _cfg(batch_size=2), n_batches=6)
+    resumed.load_state_dict({"next_batch": 2})
+    assert next(iter(resumed))["index"] == first[2]
+
+
+def test_collate_dict_stacks_tensors_and_keeps_metadata():
+    samples = [{"x": torch.full((2, 3), float(i)), "name": f"s{i}", "pts": torch.zeros(i + 1)} for i in range(3)]
+    batch = collate_dict(samples)
+    assert batch["x"].shape == (3, 2, 3) and batch["x"][2, 0, 0] == 2
+    assert batch["name"] == ["s0", "s1", "s2"] and [t.shape[0] for t in batch["pts"]] == [1, 2, 3]
+    with pytest.raises(ValueError, match=r"sample 1 has keys \['x'\], but sample 0 has \['name', 'pts', 'x'\]"):
+        collate_dict([samples[0], {"x": torch.zeros(2, 3)}])
+    with pytest.raises(ValueError, match="cannot collate an empty list"):
+        collate_dict([])
+
+
+# ---------------------------------------------------------------------- resume in process
+class StopAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def test_stopped_and_resumed_in_process_equals_uninterrupted(tmp_path: Path):
+    cfg = _cfg(max_steps=8, batch_size=4, accumulate=2, ckpt_every=3, log_every=2)
+    whole = _model()
+    run_pretrain(whole, Smooth(n=16, augment=True), tmp_path / "whole", cfg)
+    part = _model()
+    first = run_pretrain(part, Smooth(n=16, augment=True), tmp_path / "part", cfg, callbacks=[StopAt(5)])
+    assert first["steps"] == 5  # the end-of-training checkpoint holds step 5 (not a multiple of 3)
+    resumed = _model()
+    summary = run_pretrain(resumed, Smooth(n=16, augment=True), tmp_path / "part", cfg, resume="auto")
+    assert summary["steps"] == 8 and summary["steps_this_run"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    with pytest.warns(UserWarning, match=r"resuming with changed train settings \['lr'\]"):
+        run_pretrain(_model(), Smooth(n=16), tmp_path / "part", dataclasses.replace(cfg, lr=1e-2), resume="auto")
+
+
+# ---------------------------------------------------------------------- non-finite steps
+class NaNAt(nn.Module):
+    """A model whose loss is NaN on the listed forward calls (one call per micro-batch)."""
+
+    def __init__(self, model: nn.Module, bad: set[int] | None = None, from_call: int | None = None) -> None:
+        super().__init__()
+        self.model, self.bad, self.from_call, self.calls = model, bad or set(), from_call, 0
+
+    def forward(self, batch, generator=None):
+        out = self.model(batch, generator=generator)
+        i, self.calls = self.calls, self.calls + 1
+        if i in self.bad or (self.from_call is not None and i >= self.from_call):
+            out = dataclasses.replace(out, loss=out.loss * math.nan)
+        return out
+
+    def encode(self, batch):
+        return self.model.encode(batch)
+
+    def save_pretrained(self, directory):
+        return self.model.save_pretrained(directory)
+
+
+class Snapshots(Callback):
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.after = model, [_flat(model)]
+
+    def on_train_batch_end(self, *args) -> None:
+        self.after.append(_flat(self.model))
 
 
 def test_nonfinite_steps_are_skipped_and_counted(tmp_path: Path):
-    model = _model()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    # every sample is poisoned except a few: most steps are skipped, the run still completes
-    summary = run_pretrain(model, Poisoned(bad={0}), tmp_path, _cfg(max_steps=8, batch_size=2, max_nonfinite=100))
-    assert summary["nonfinite_steps"] >= 1
-    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
-    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model = NaNAt(_model(), bad={2, 5})
+    snaps = Snapshots(model)
+    summary = run_pretrain(model, Smooth(n=16), tmp_path, _cfg(max_steps=8, batch_size=4, log_every=1),
+                           callbacks=[snaps])
+    assert summary["nonfinite_steps"] == 2 and summary["steps"] == 8
+    moved = [not torch.equal(a, b) for a, b in zip(snaps.after, snaps.after[1:])]
+    assert moved == [True, True, False, True, True, False, True, True]  # no update on steps 2 and 5
+    assert torch.isfinite(snaps.after[-1]).all()
+    counts = dict(_column(summary["metrics_csv"], "train/nonfinite_steps"))
+    assert counts == {2: 1, 3: 1, 4: 1, 5: 2, 6: 2, 7: 2}  # a running count, first written at step 2
+    losses = dict(_column(summary["metrics_csv"], "train/loss"))
+    assert [s for s, v in losses.items() if math.isnan(v)] == [2, 5]  # the skipped steps' losses, as they were
 
 
 def test_too_many_nonfinite_steps_stop_the_run_and_keep_the_checkpoint(tmp_path: Path):
-    model = _model()
-    bad = set(range(16))
-    with pytest.raises(NonFiniteError, match=r"non-finite steps, more than train.max_nonfinite=2"):
-        run_pretrain(model, Poisoned(bad=bad), tmp_path, _cfg(max_steps=8, batch_size=2, max_nonfinite=2))
+    model = NaNAt(_model(), from_call=4)  # steps 4, 5, 6, ... are non-finite
+    cfg = _cfg(max_steps=12, batch_size=4, ckpt_every=2, max_nonfinite=2)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(NonFiniteError, match=rf"3 non-finite steps, more than train.max_nonfinite=2; stopped at "
+                                             rf"step 6; last good checkpoint is {re.escape(str(ckpt))} \(step 6\)"):
+        run_pretrain(model, Smooth(n=16), tmp_path, cfg)
+    saved = safe_torch_load(ckpt)
+    assert saved["global_step"] == 6 and saved["maecore"]["nonfinite_steps"] == 2
+    weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in weights.items())  # the last good weights
+    assert not any(ckpt.parent.glob(".last.ckpt.*"))
 
 
+def test_embedding_spread_is_zero_for_a_collapsed_encoder():
+    assert embedding_spread(torch.ones(5, 3) * 0.7).item() == 0.0
+    emb = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
+    assert embedding_spread(emb).item() == pytest.approx((math.sqrt(2.0) + 0.0) / 2)
+
+
+# ---------------------------------------------------------------------- safe loading
 class _Evil:
     def __reduce__(self):
         return (open, (str(MARKER), "w"))
@@ -142,8 +309,8 @@ def test_pickle_checkpoint_is_refused_and_does_not_execute(tmp_path: Path):
     MARKER = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     with open(evil, "wb") as fh:
-        pickle.dump({"state_dict": _Evil()}, fh)
-    with pytest.raises(UnsafeCheckpointError, match=r"evil.ckpt: this checkpoint needs pickle to load"):
+        pickle.dump({"state_dict": _Evil()}, fh, protocol=2)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil.ckpt: this checkpoint needs pickle to load.*allow_unsafe=True"):
         safe_torch_load(evil)
     assert not MARKER.exists()
 
@@ -151,7 +318,7 @@ def test_pickle_checkpoint_is_refused_and_does_not_execute(tmp_path: Path):
 def test_allow_unsafe_loads_a_trusted_pickle(tmp_path: Path):
     plain = tmp_path / "plain.ckpt"
     torch.save({"step": 3, "obj": argparse.Namespace(a=1)}, plain)  # not on weights_only's allow-list
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match=r"plain.ckpt: this checkpoint needs pickle"):
         safe_torch_load(plain)
     with pytest.warns(UserWarning, match=r"only do this for trusted files"):
         assert safe_torch_load(plain, allow_unsafe=True)["obj"].a == 1

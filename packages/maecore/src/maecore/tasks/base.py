@@ -1,12 +1,29 @@
-"""One LightningModule base for every task: optimiser, schedule and the hooks domains override.
+"""One LightningModule base for every task: optimiser, schedule, seeding and the hooks tasks override.
 
-Hooks (torchgeo ``BaseTask`` style): ``configure_models`` builds modules, ``configure_metrics``
-builds metric objects, ``param_groups`` returns AdamW parameter groups (fine-tuning overrides it
-for layer-wise learning-rate decay). The loop itself is Lightning's.
+Hooks (torchgeo ``BaseTask`` style), called in this order by ``BaseTask.__init__``:
+
+- ``configure_models()``: build or attach the modules (``self.model``, heads). A subclass that is
+  given a ready model stores it before ``super().__init__`` with
+  ``self.__dict__["_pending_model"] = model`` (``nn.Module`` attributes cannot be set earlier) and
+  pops it here.
+- ``configure_losses()``: optional; build loss modules or functions.
+- ``configure_metrics()``: build metric objects (torchmetrics modules are moved with the task).
+
+Then Lightning's own hooks: ``training_step`` (required), ``validation_step``,
+``train_dataloader``. ``param_groups()`` returns the AdamW groups: override it for layer-wise
+learning-rate decay (a group may carry ``lr_scale``, a multiplier of ``cfg.lr``, or an absolute
+``lr``). Clipping (``cfg.grad_clip``) and accumulation (``cfg.accumulate``) are the Trainer's.
+A subclass overriding ``on_train_start`` or ``on_train_batch_start`` should call ``super()``.
+
+Seeding: before every micro-batch the global torch / ``random`` / numpy generators are seeded from
+``(cfg.seed, global_step, micro-batch, rank)`` (:meth:`BaseTask.step_seed`), so dropout, drop-path
+and any other draw repeat exactly after a resume; :meth:`BaseTask.step_generator` gives a
+``torch.Generator`` on a device from the same tuple for explicit draws such as masks.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -15,8 +32,11 @@ import torch
 from torch import nn
 
 from maecore.tasks.config import TrainConfig
+from maecore.tasks.data import StepSampler, mix_seed, seed_cpu_rngs
 
+log = logging.getLogger(__name__)
 NO_DECAY_NAMES = ("mask_token", "cls_token", "group_embed", "pos_embed", "decoder_group")
+GLOBAL_STREAM, GENERATOR_STREAM = 3, 4  # mix_seed salts
 
 
 def no_decay(name: str, param: nn.Parameter) -> bool:
@@ -28,6 +48,7 @@ def no_decay(name: str, param: nn.Parameter) -> bool:
 
 
 def default_param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """``[decayed (weight_decay), not decayed (0.0)]`` trainable parameters; empty groups dropped."""
     decay, plain = [], []
     for name, p in module.named_parameters():
         if not p.requires_grad:
@@ -38,7 +59,12 @@ def default_param_groups(module: nn.Module, weight_decay: float) -> list[dict[st
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up to 1 over ``warmup`` steps, cosine down to ``min_ratio`` at ``total``."""
+    """LR multiplier of optimizer step ``step`` (0-based).
+
+    Linear warm-up ``(step + 1) / warmup`` (so the first step already learns and step
+    ``warmup - 1`` reaches 1), then a half cosine from 1 down to ``min_ratio`` at ``step = total``,
+    and ``min_ratio`` after it.
+    """
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     span = max(total - warmup, 1)
@@ -47,33 +73,82 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
 
 
 class BaseTask(L.LightningModule):
+    """AdamW + warm-up cosine (stepped every optimizer step) and step-seeded randomness.
+
+    See the module docstring for the hooks a task overrides.
+    """
+
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.configure_models()
+        self.configure_losses()
         self.configure_metrics()
 
     # hooks -------------------------------------------------------------------
     def configure_models(self) -> None:
-        """Build the modules of the task."""
+        """Build or attach the task's modules."""
+
+    def configure_losses(self) -> None:
+        """Build loss modules (optional; the MAE models compute their own loss)."""
 
     def configure_metrics(self) -> None:
         """Build metric objects (torchmetrics)."""
 
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        """One micro-batch: return the loss to back-propagate."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_step")
+
     def param_groups(self) -> list[dict[str, Any]]:
-        """AdamW parameter groups; an optional ``lr_scale`` per group multiplies the LR."""
+        """AdamW parameter groups: no weight decay on biases, norms, embeddings, tokens, 1-D tensors.
+
+        Override for custom groups; an optional ``lr_scale`` per group multiplies ``cfg.lr``.
+        """
         return default_param_groups(self, self.cfg.weight_decay)
 
     # optimiser ---------------------------------------------------------------
+    def lr_factor(self, step: int) -> float:
+        """The LR multiplier of optimizer step ``step`` (:func:`warmup_cosine` over ``cfg``)."""
+        return warmup_cosine(step, self.cfg.warmup_steps, self.cfg.max_steps, self.cfg.min_lr_ratio)
+
     def configure_optimizers(self) -> Any:
         groups = self.param_groups()
         for g in groups:
-            g["lr"] = self.cfg.lr * g.pop("lr_scale", 1.0)
-        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas)
-        cfg = self.cfg
+            if "lr_scale" in g or "lr" not in g:
+                g["lr"] = self.cfg.lr * g.get("lr_scale", 1.0)
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
+        # a plain function: LambdaLR then stores nothing of it in the checkpoint
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
-        def factor(step: int) -> float:
-            return warmup_cosine(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+    # seeding -----------------------------------------------------------------
+    def micro_batch(self, batch_idx: int) -> int:
+        """Index of ``batch_idx`` within its optimizer step (``0 .. accumulate - 1``)."""
+        return batch_idx % self.cfg.accumulate
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def step_seed(self, micro: int, stream: int = GLOBAL_STREAM) -> int:
+        """Seed of micro-batch ``micro`` of the current optimizer step on this rank."""
+        return mix_seed(self.cfg.seed, stream, self.global_step, micro, self.global_rank)
+
+    def step_generator(self, micro: int, device: torch.device | str = "cpu") -> torch.Generator:
+        """A ``torch.Generator`` on ``device`` seeded for this step, micro-batch and rank."""
+        return torch.Generator(device=device).manual_seed(self.step_seed(micro, GENERATOR_STREAM))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        seed = self.step_seed(self.micro_batch(batch_idx))
+        seed_cpu_rngs(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
+
+    def on_train_start(self) -> None:
+        """Put a :class:`StepSampler` loader at batch ``global_step * accumulate``.
+
+        Normally Lightning already restored the position from the checkpoint
+        (:class:`maecore.tasks.data.StepLoader`); this covers checkpoints written without it.
+        """
+        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        want = self.global_step * self.cfg.accumulate
+        if isinstance(sampler, StepSampler) and sampler.start_step != want:
+            if want:
+                log.info("data position set to batch %d (step %d)", want, self.global_step)
+            sampler.start_step = want

@@ -1,11 +1,27 @@
 """Step-indexed, deterministic data loading for exact resume.
 
-The k-th batch of a run is a function of ``(seed, k)`` only, so a run killed at step s and resumed
-sees exactly the batches an uninterrupted run would have seen from step s on.
+Batch ``k`` of a run (counted in micro-batches: optimizer step ``s`` with ``accumulate = a``
+consumes batches ``s*a .. s*a + a-1``) is a function of ``(seed, k)`` only: its indices come from
+a permutation seeded by ``(seed, pass)``, and every item is loaded with the CPU random generators
+(torch, ``random``, numpy) seeded from ``(seed, its position in the stream)``, so random
+augmentations are reproducible too, whatever ``num_workers`` is.
+
+How a resumed run finds its place (checked against Lightning 2.6): Lightning saves the
+``state_dict()`` of a training dataloader that has ``state_dict``/``load_state_dict`` in the
+checkpoint (``loops.fit_loop.state_dict.combined_loader``) and restores it in
+``_FitLoop.setup_data`` *before* it calls ``iter()`` on the loader. :class:`StepLoader` uses that:
+its state is the index of the next batch. Setting the start later, in ``on_train_start``, is too
+late for a plain ``DataLoader`` with workers: ``setup_data`` already called ``iter()``, which makes
+the worker iterator pull its first indices. :class:`StepLoader` starts its iterator lazily (at the
+first ``next``), so :meth:`maecore.tasks.base.BaseTask.on_train_start` can still correct the
+position for a checkpoint written without loader state.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -14,67 +30,171 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maecore.tasks.config import TrainConfig
 
+ITEM_STREAM = 1  # salts of mix_seed, so item seeds never equal step or permutation seeds
+PERM_STREAM = 2
 
-class StepSampler(Sampler[list[int]]):
-    """Batch sampler over ``n_items`` for ``n_batches`` batches, starting at ``start_batch``.
 
-    Global batch ``k`` takes ``batch_size * world_size`` indices from a permutation seeded by
-    ``(seed, pass)``; rank ``r`` gets its own slice, so ranks never share a sample within a batch.
-    Passes wrap around the data (a pass is one permutation of the dataset).
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from a tuple of integers (``blake2b``): nearby tuples give unrelated seeds."""
+    data = ",".join(str(int(p)) for p in parts).encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+
+
+def seed_cpu_rngs(seed: int) -> None:
+    """Seed torch's CPU generator, ``random`` and (when imported) numpy's global generator."""
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed(seed % 2**32)
+
+
+class StepSampler(Sampler[list[Any]]):
+    """Batch sampler whose ``k``-th batch depends on ``(seed, k)`` only.
+
+    Global batch ``k`` is positions ``[k*G, (k+1)*G)``, ``G = batch_size * world_size``, of an endless
+    stream made of permutations of ``range(n_items)``, pass ``p`` permuted with seed
+    ``(seed, p)``. Rank ``r`` takes its own slice ``[k*G + r*batch_size, k*G + (r+1)*batch_size)``, so
+    ranks never share a position (nor an item, while ``G <= n_items``).
+
+    Iterates batches ``start_step .. n_batches - 1`` (endless when ``n_batches`` is None);
+    ``start_step`` counts micro-batches (``global_step * accumulate`` on resume). ``len()`` is
+    ``n_batches``, counted from 0, as Lightning's loop counts. With ``with_seeds`` the batches are
+    lists of ``(index, item_seed)`` for :class:`SeededItems`.
     """
 
     def __init__(
         self,
         n_items: int,
         batch_size: int,
-        n_batches: int,
         seed: int = 0,
+        start_step: int = 0,
+        n_batches: int | None = None,
         rank: int = 0,
         world_size: int = 1,
-        start_batch: int = 0,
+        with_seeds: bool = False,
     ) -> None:
         if n_items < 1:
-            raise ValueError(f"the dataset is empty (n_items={n_items})")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} not in [0, {world_size})")
+            raise ValueError(f"n_items must be >= 1 (the dataset is empty), got {n_items}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if start_step < 0 or (n_batches is not None and n_batches < 0):
+            raise ValueError(f"start_step and n_batches must be >= 0, got {start_step} and {n_batches}")
         self.n_items, self.batch_size, self.n_batches = n_items, batch_size, n_batches
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.start_batch = start_batch
+        self.start_step, self.with_seeds = start_step, with_seeds
+        self._cache: tuple[int, list[int]] | None = None
+
+    @property
+    def start_batch(self) -> int:
+        """Alias of ``start_step``."""
+        return self.start_step
+
+    @start_batch.setter
+    def start_batch(self, value: int) -> None:
+        self.start_step = value
 
     def __len__(self) -> int:
+        if self.n_batches is None:
+            raise TypeError("an endless StepSampler (n_batches=None) has no length")
         return self.n_batches
 
+    def positions(self, k: int) -> range:
+        """Stream positions of this rank's part of global batch ``k``."""
+        first = k * self.batch_size * self.world_size + self.rank * self.batch_size
+        return range(first, first + self.batch_size)
+
     def batch(self, k: int) -> list[int]:
-        """Indices of this rank's part of global batch ``k``."""
-        g = self.batch_size * self.world_size
-        first = k * g + self.rank * self.batch_size
-        out = []
-        for pos in range(first, first + self.batch_size):
-            pass_idx, offset = divmod(pos, self.n_items)
-            out.append(int(self._perm(pass_idx)[offset]))
-        return out
+        """Dataset indices of this rank's part of global batch ``k``."""
+        return [self._index(pos) for pos in self.positions(k)]
 
-    def _perm(self, pass_idx: int) -> torch.Tensor:
-        cache = getattr(self, "_cache", None)
-        if cache is None or cache[0] != pass_idx:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + pass_idx)
-            self._cache = (pass_idx, torch.randperm(self.n_items, generator=gen))
-        return self._cache[1]
+    def item_seeds(self, k: int) -> list[int]:
+        """The seed each item of :meth:`batch` is loaded with."""
+        return [mix_seed(self.seed, ITEM_STREAM, pos) for pos in self.positions(k)]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for k in range(self.start_batch, self.n_batches):
-            yield self.batch(k)
+    def _index(self, pos: int) -> int:
+        pass_idx, offset = divmod(pos, self.n_items)
+        if self._cache is None or self._cache[0] != pass_idx:
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, PERM_STREAM, pass_idx))
+            self._cache = (pass_idx, torch.randperm(self.n_items, generator=gen).tolist())
+        return self._cache[1][offset]
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        k = self.start_step
+        while self.n_batches is None or k < self.n_batches:
+            yield list(zip(self.batch(k), self.item_seeds(k))) if self.with_seeds else self.batch(k)
+            k += 1
+
+
+class SeededItems(Dataset):
+    """``dataset`` indexed by ``(index, seed)``: the CPU generators are seeded for the item's load.
+
+    The caller's generator states are restored afterwards, so loading in the main process
+    (``num_workers=0``) does not disturb the training's random streams.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        np = sys.modules.get("numpy")
+        py_state, np_state = random.getstate(), np.random.get_state() if np is not None else None
+        with torch.random.fork_rng(devices=[]):
+            seed_cpu_rngs(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                if np_state is not None:
+                    np.random.set_state(np_state)
+
+
+class StepLoader(DataLoader):
+    """DataLoader over a :class:`StepSampler` that Lightning checkpoints and restores.
+
+    ``state_dict()`` is ``{"next_batch": k}``: the sampler's ``start_step`` plus the batches this
+    loader handed out since its iterator started. Lightning's fetcher does not read ahead when
+    the loader has a length, so at a checkpoint that is ``global_step * accumulate``.
+    """
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler = self.batch_sampler
+        self._next_batch = sampler.start_step  # type: ignore[union-attr]
+        for batch in super().__iter__():  # the sampler is read from here on, not at iter()
+            self._next_batch += 1
+            yield batch
+
+    @property
+    def step_sampler(self) -> StepSampler:
+        return self.batch_sampler  # type: ignore[return-value]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"next_batch": int(getattr(self, "_next_batch", self.step_sampler.start_step))}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.step_sampler.start_step = int(state_dict["next_batch"])
 
 
 def collate_dict(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensor values of sample dicts; keep everything else as a list per key."""
+    """Sample dicts -> one batch dict: tensors of one shape are stacked ``[B, ...]``; anything else
+    (metadata: names, affines as lists, strings, numbers, tensors of differing shapes) stays a
+    list of the samples' values, in order."""
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
-    keys = samples[0].keys()
+    keys = list(samples[0].keys())
+    for i, s in enumerate(samples[1:], start=1):
+        if set(s.keys()) != set(keys):
+            raise ValueError(f"sample {i} has keys {sorted(s)}, but sample 0 has {sorted(keys)}")
     out: dict[str, Any] = {}
     for k in keys:
         vals = [s[k] for s in samples]
-        if isinstance(vals[0], torch.Tensor) and all(v.shape == vals[0].shape for v in vals):
+        if all(isinstance(v, torch.Tensor) for v in vals) and all(v.shape == vals[0].shape for v in vals):
             out[k] = torch.stack(vals)
         else:
             out[k] = vals
@@ -84,23 +204,44 @@ def collate_dict(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def make_loader(
     dataset: Dataset,
     cfg: TrainConfig,
-    n_batches: int,
+    n_batches: int | None = None,
     rank: int = 0,
     world_size: int = 1,
     shuffle_seed: int | None = None,
-) -> DataLoader:
+    start_step: int = 0,
+) -> StepLoader:
+    """Training loader: this rank's slice of step-indexed batches of ``cfg.batch_size`` samples.
+
+    ``n_batches`` (micro-batches, usually ``max_steps * accumulate``) bounds the run; the order
+    is seeded by ``shuffle_seed`` (default ``cfg.seed``).
+    """
     sampler = StepSampler(
         len(dataset),  # type: ignore[arg-type]
         cfg.batch_size,
-        n_batches,
         seed=cfg.seed if shuffle_seed is None else shuffle_seed,
+        start_step=start_step,
+        n_batches=n_batches,
         rank=rank,
         world_size=world_size,
+        with_seeds=True,
     )
-    return DataLoader(
-        dataset,
+    return StepLoader(
+        SeededItems(dataset),
         batch_sampler=sampler,
         collate_fn=collate_dict,
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
+        pin_memory=_uses_cuda(cfg),
     )
+
+
+def make_eval_loader(dataset: Dataset, cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Evaluation loader: items ``rank, rank + world_size, ...`` in order, ``cfg.batch_size`` a batch."""
+    own = list(range(rank, len(dataset), world_size))  # type: ignore[arg-type]
+    batches = [own[i : i + cfg.batch_size] for i in range(0, len(own), cfg.batch_size)]
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_dict, num_workers=cfg.num_workers,
+                      pin_memory=_uses_cuda(cfg))
+
+
+def _uses_cuda(cfg: TrainConfig) -> bool:
+    return cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,126 +12,213 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from maecore.tasks.base import BaseTask
-from maecore.tasks.checkpoint import AtomicCheckpointIO, PeriodicCheckpoint, find_resume_checkpoint
+from maecore.tasks.checkpoint import CHECKPOINT_DIR, AtomicCheckpointIO, LastCheckpoint, find_resume_checkpoint
 from maecore.tasks.config import TrainConfig
-from maecore.tasks.data import StepSampler, make_loader
+from maecore.tasks.data import make_eval_loader, make_loader, mix_seed
 from maecore.tasks.logger import AppendingCSVLogger
 
 log = logging.getLogger(__name__)
+VAL_STREAM = 5  # mix_seed salt of validation masks
+# TrainConfig keys that do not change the result of a run: a resume may change them freely
+RESUME_FREE_KEYS = ("progress", "log_every", "ckpt_every", "num_workers", "max_nonfinite", "max_steps")
 
 
 class NonFiniteError(RuntimeError):
     """Too many non-finite steps; the last good checkpoint is kept."""
 
 
-class PretrainTask(BaseTask):
-    """Wraps a model whose ``forward(batch, generator)`` returns an output with ``loss``.
+def embedding_spread(emb: torch.Tensor) -> torch.Tensor:
+    """Collapse watch: ``emb [B, D] -> []``, the mean over dimensions of the per-dimension std over
+    the batch. Near 0 when every sample gets the same embedding."""
+    return emb.float().std(0).mean()
 
-    The mask generator of each micro-batch is seeded from ``(seed, step, micro-batch, rank)``, so
-    masks are reproducible and identical after a resume. Non-finite losses or gradients skip the
-    step (counted); past ``max_nonfinite`` the run stops with :class:`NonFiniteError`. Every
-    ``log_every`` steps ``train/emb_std`` (mean per-dimension std of the batch's embeddings) is
-    logged: a value near 0 means the encoder collapsed.
+
+def batch_size_of(batch: dict[str, Any]) -> int:
+    """Leading size of the first tensor in ``batch`` (1 when there is none)."""
+    return next((int(v.shape[0]) for v in batch.values() if isinstance(v, torch.Tensor)), 1)
+
+
+class PretrainTask(BaseTask):
+    """Pretrains a model whose ``forward(batch, generator=g)`` returns an output with ``loss``.
+
+    - Masks: each micro-batch's ``g`` lives on the batch's device and is seeded from
+      ``(seed, global_step, micro-batch, rank)``, so masks repeat exactly after a resume.
+    - Logs ``train/loss`` (mean over the step's micro-batches; nan/inf on a skipped step),
+      ``train/lr``, ``train/<k>`` for each ``out.extras`` entry and, every ``log_every`` steps,
+      ``train/grad_norm`` and ``train/emb_std`` (:func:`embedding_spread` of ``model.encode(batch)``,
+      without gradients): a value near 0 means the encoder collapsed.
+    - Non-finite loss or gradients: the optimizer step is skipped on every rank (gradients
+      dropped; the LR schedule still advances), counted in ``nonfinite_steps`` (kept in the
+      checkpoint) and logged as ``train/nonfinite_steps``; past ``cfg.max_nonfinite`` the run stops
+      with :class:`NonFiniteError`, leaving the last checkpoint as it was.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, dataset: Dataset | None = None) -> None:
-        self.__dict__["_pending_model"] = model  # set before nn.Module.__init__, read by configure_models
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        dataset: Dataset | None = None,
+        val_dataset: Dataset | None = None,
+    ) -> None:
+        self.__dict__["_pending_model"] = model  # read by configure_models inside BaseTask.__init__
         super().__init__(cfg)
-        self.dataset = dataset
+        self.dataset, self.val_dataset = dataset, val_dataset
         self.nonfinite_steps = 0
-        self.last_loss = float("nan")
-        self.samples_seen = 0
+        self._last_loss: torch.Tensor | None = None
+        self._step_losses: list[torch.Tensor] = []
 
     def configure_models(self) -> None:
         self.model = self.__dict__.pop("_pending_model")
 
+    def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> Any:
+        return self.model(batch, generator=generator)
+
+    # data ----------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         if self.dataset is None:
             raise ValueError("PretrainTask needs a dataset to build its dataloader")
         n_batches = self.cfg.max_steps * self.cfg.accumulate
         return make_loader(self.dataset, self.cfg, n_batches, self.global_rank, self.trainer.world_size)
 
-    def on_train_start(self) -> None:
-        # resume: continue the step-indexed batch sequence where the checkpoint stopped
-        loader = self.trainer.train_dataloader
-        sampler = getattr(loader, "batch_sampler", None)
-        if isinstance(sampler, StepSampler):
-            sampler.start_batch = self.global_step * self.cfg.accumulate
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_dataset is None:
+            return []
+        return make_eval_loader(self.val_dataset, self.cfg, self.global_rank, self.trainer.world_size)
 
-    def _generator(self, batch_idx: int, device: torch.device) -> torch.Generator:
-        micro = batch_idx % self.cfg.accumulate
-        seed = self.cfg.seed * 1_000_003 + self.global_step * 1009 + micro * 31 + self.global_rank
-        return torch.Generator(device=device).manual_seed(seed % (2**63))
+    # steps ---------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.model.train()  # a model handed over in eval mode would train with eval behaviour
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        micro = self.micro_batch(batch_idx)
         device = next(self.model.parameters()).device
-        out = self.model(batch, generator=self._generator(batch_idx, device))
-        loss = out.loss
-        if not torch.isfinite(loss):
-            self._count_nonfinite("loss")
-            return None
-        bs = _batch_size(batch)
-        self.samples_seen += bs
-        self.last_loss = float(loss.detach())
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
-        for k, v in getattr(out, "extras", {}).items():
+        out = self(batch, generator=self.step_generator(micro, device))
+        # a non-finite loss is still back-propagated, so every DDP rank takes part in the gradient
+        # all-reduce; on_before_optimizer_step then drops the update on all ranks
+        self._step_losses.append(out.loss.detach().float())
+        bs = batch_size_of(batch)
+        for k, v in (getattr(out, "extras", None) or {}).items():
             self.log(f"train/{k}", v, batch_size=bs)
-        if self.global_step % self.cfg.log_every == 0 and hasattr(self.model, "encode"):
+        if micro == 0 and self._log_step() and hasattr(self.model, "encode") and bs > 1:
             with torch.no_grad():
-                emb = self.model.encode(batch).float()
-            if emb.shape[0] > 1:
-                self.log("train/emb_std", emb.std(0).mean(), batch_size=bs)
-        return loss
+                self.log("train/emb_std", embedding_spread(self.model.encode(batch)), batch_size=bs)
+        return out.loss
+
+    def _log_step(self) -> bool:
+        """True on the steps whose metrics Lightning writes (``(step + 1) % log_every == 0``)."""
+        return (self.global_step + 1) % self.cfg.log_every == 0
+
+    @property
+    def last_loss(self) -> float:
+        """Mean training loss of the last step that updated the weights (nan before the first)."""
+        return float(self._last_loss) if self._last_loss is not None else float("nan")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if grads and not all(torch.isfinite(g).all() for g in grads):
-            self._count_nonfinite("gradient")
-            for p in self.model.parameters():
-                p.grad = None  # AdamW skips parameters without a gradient: no update this step
+        losses = torch.stack(self._step_losses) if self._step_losses else torch.zeros(1)
+        self._step_losses = []
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        checks = [losses.isfinite().all()]
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:  # a GradScaler skips fp16 overflows itself
+            checks += [g.isfinite().all() for g in grads]
+        bad = not bool(torch.stack(checks).all())  # the one host sync of a step
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        self.log("train/loss", losses.mean(), prog_bar=True)  # nan/inf on a skipped step: shown as it was
+        self.log("train/lr", optimizer.param_groups[0]["lr"])
+        if bad:
+            for p in self.parameters():
+                p.grad = None  # AdamW leaves parameters without a gradient untouched
+            self._count_nonfinite()
+            return
+        self._last_loss = losses.mean()
+        if grads and self._log_step():
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            self.log("train/grad_norm", norm)
 
-    def _count_nonfinite(self, what: str) -> None:
+    def _count_nonfinite(self) -> None:
         self.nonfinite_steps += 1
         self.log("train/nonfinite_steps", float(self.nonfinite_steps))
-        log.warning("non-finite %s at step %d: step skipped (%d so far)", what, self.global_step, self.nonfinite_steps)
+        if self.global_rank == 0:
+            log.warning("non-finite loss or gradients at step %d: step skipped (%d so far)", self.global_step,
+                        self.nonfinite_steps)
         if self.nonfinite_steps > self.cfg.max_nonfinite:
             raise NonFiniteError(
-                f"{self.nonfinite_steps} non-finite steps, more than train.max_nonfinite="
-                f"{self.cfg.max_nonfinite}; stopping at step {self.global_step}. The last good "
-                "checkpoint is kept; lower the learning rate or check the data for NaN/inf."
+                f"{self.nonfinite_steps} non-finite steps, more than train.max_nonfinite={self.cfg.max_nonfinite}; "
+                f"stopped at step {self.global_step}; last good checkpoint is {self._last_checkpoint()}. "
+                "Lower the learning rate or check the data for NaN/inf values."
+            )
+
+    def _last_checkpoint(self) -> str:
+        cb = next((c for c in self.trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        if cb is None or cb.saved_step is None:
+            return "none was written yet"
+        return f"{cb.path} (step {cb.saved_step})"
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        device = next(self.model.parameters()).device
+        seed = mix_seed(self.cfg.seed, VAL_STREAM, batch_idx, self.global_rank)  # the same masks every time
+        out = self(batch, generator=torch.Generator(device=device).manual_seed(seed))
+        self.log("val/loss", out.loss.detach(), batch_size=batch_size_of(batch), sync_dist=True)
+
+    # checkpoint extras ----------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["maecore"] = {"nonfinite_steps": self.nonfinite_steps, "train": self.cfg.to_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extra = checkpoint.get("maecore", {})
+        self.nonfinite_steps = int(extra.get("nonfinite_steps", 0))
+        saved, now = extra.get("train", {}), self.cfg.to_dict()
+        changed = sorted(k for k in now if k in saved and saved[k] != now[k] and k not in RESUME_FREE_KEYS)
+        if changed:
+            warnings.warn(
+                f"resuming with changed train settings {changed} (checkpoint: "
+                f"{ {k: saved[k] for k in changed} }); the run will not match an uninterrupted one",
+                stacklevel=2,
             )
 
 
-def _batch_size(batch: dict[str, Any]) -> int:
-    for v in batch.values():
-        if isinstance(v, torch.Tensor):
-            return int(v.shape[0])
-    return 1
-
-
 class _Timer(Callback):
+    """Wall time and steps of this ``fit`` call, from the start of training."""
+
+    start_step = 0
+    t0: float | None = None
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start_step = trainer.global_step
-        self.t0 = time.perf_counter()
+        self.start_step, self.t0 = trainer.global_step, time.perf_counter()
 
 
 def build_trainer(
     cfg: TrainConfig,
     run_dir: Path,
     callbacks: Sequence[Callback] = (),
-    logger: bool = True,
+    logger: bool | Logger | Sequence[Logger] = True,
     allow_unsafe: bool = False,
+    val_every: int | None = None,
 ) -> L.Trainer:
+    """The Lightning Trainer of every task: ``cfg`` settings, ``RUN/checkpoints/last.ckpt`` every
+    ``cfg.ckpt_every`` steps and at the end, atomic ``weights_only`` checkpoint IO, metrics in
+    ``RUN/metrics.csv`` (``logger=True``; or given Lightning loggers; ``False``: none).
+
+    ``val_every``: validate every that many optimizer steps (None: at the end of the data).
+    """
+    run_dir = Path(run_dir)
     accelerator = cfg.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    cbs: list[Callback] = [PeriodicCheckpoint(run_dir / "checkpoints", cfg.ckpt_every), *callbacks]
+    cbs: list[Callback] = [LastCheckpoint(run_dir / CHECKPOINT_DIR, cfg.ckpt_every), *callbacks]
     if cfg.progress:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every // 2)))
+    if logger is True:
+        logger = AppendingCSVLogger(str(run_dir))
+    val_kwargs: dict[str, Any] = {}
+    if val_every is not None:
+        val_kwargs = {"val_check_interval": val_every * cfg.accumulate, "check_val_every_n_epoch": None}
     return L.Trainer(
         accelerator=accelerator,
         devices=cfg.devices,
@@ -142,15 +230,16 @@ def build_trainer(
         accumulate_grad_batches=cfg.accumulate,
         gradient_clip_val=cfg.grad_clip or None,
         log_every_n_steps=cfg.log_every,
-        logger=AppendingCSVLogger(str(run_dir)) if logger else False,
+        logger=logger,  # type: ignore[arg-type]
         callbacks=cbs,
-        enable_checkpointing=False,
+        enable_checkpointing=True,
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO(allow_unsafe)],
         default_root_dir=str(run_dir),
+        **val_kwargs,
     )
 
 
@@ -159,44 +248,78 @@ def run_pretrain(
     dataset: Dataset,
     run_dir: str | Path,
     cfg: TrainConfig,
-    resume: str | None = None,
+    resume: str | Path | None = None,
+    val_dataset: Dataset | None = None,
     callbacks: Sequence[Callback] = (),
-    logger: bool = True,
+    logger: bool | Logger | Sequence[Logger] = True,
+    allow_unsafe: bool = False,
 ) -> dict[str, Any]:
-    """Pretrain ``model`` on ``dataset``; write checkpoints, metrics and ``RUN/export``.
+    """Pretrain ``model`` on ``dataset`` for ``cfg.max_steps`` optimizer steps into ``run_dir``.
 
-    ``resume="auto"`` continues from ``RUN/checkpoints/last.ckpt`` when it exists. Returns a summary:
-    steps, wall_s, samples_per_s, final_loss, nonfinite_steps, export_dir, metrics_csv,
-    last_checkpoint.
+    Writes ``RUN/checkpoints/last.ckpt`` (every ``cfg.ckpt_every`` steps and at the end),
+    ``RUN/metrics.csv`` and, on rank 0, ``RUN/export`` (``model.save_pretrained``). ``resume``:
+    None starts fresh, ``"auto"`` continues from ``RUN/checkpoints/last.ckpt`` when present, a
+    path continues from that checkpoint; a resumed run ends with the weights an uninterrupted one
+    would have. ``val_dataset``: ``val/loss`` every ``ckpt_every`` steps (fixed masks).
+    ``allow_unsafe`` lets a resume load a checkpoint that needs pickle.
+
+    Returns ``steps`` (global step reached), ``steps_this_run``, ``wall_s`` and ``samples_per_s``
+    (this call, from the first step), ``final_loss`` (last finite training loss on rank 0, None
+    when no step ran), ``val_loss``, ``nonfinite_steps``, ``export_dir``, ``metrics_csv``,
+    ``last_checkpoint``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt = find_resume_checkpoint(run_dir, resume)
-    task = PretrainTask(model, cfg, dataset)
+    task = PretrainTask(model, cfg, dataset, val_dataset)
     timer = _Timer()
-    trainer = build_trainer(cfg, run_dir, [timer, *callbacks], logger)
-    trainer.fit(task, ckpt_path=str(ckpt) if ckpt else None)
-    wall = time.perf_counter() - getattr(timer, "t0", time.perf_counter())
-    steps_done = trainer.global_step - getattr(timer, "start_step", 0)
-    samples = steps_done * cfg.batch_size * cfg.accumulate * trainer.world_size
-    export_dir = run_dir / "export"
+    val_every = min(cfg.ckpt_every, cfg.max_steps) if val_dataset is not None else None
+    trainer = build_trainer(cfg, run_dir, [timer, *callbacks], logger, allow_unsafe, val_every)
+    if val_dataset is None:
+        trainer.limit_val_batches = 0
+    trainer.fit(task, ckpt_path=str(ckpt) if ckpt else None, weights_only=not allow_unsafe)
+    summary = _summary(trainer, task, timer, run_dir, cfg)
     if trainer.is_global_zero:
-        model.save_pretrained(export_dir)
-    summary = {
+        _export(model, Path(summary["export_dir"]))
+        _print_summary(summary)
+    return summary
+
+
+def _summary(trainer: L.Trainer, task: PretrainTask, timer: _Timer, run_dir: Path, cfg: TrainConfig) -> dict:
+    wall = time.perf_counter() - timer.t0 if timer.t0 is not None else 0.0
+    steps_done = trainer.global_step - timer.start_step if timer.t0 is not None else 0
+    samples = steps_done * cfg.batch_size * cfg.accumulate * trainer.world_size
+    csv_path = run_dir / "metrics.csv"
+    val = trainer.callback_metrics.get("val/loss")
+    ckpt = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    return {
         "steps": trainer.global_step,
         "steps_this_run": steps_done,
         "wall_s": round(wall, 3),
         "samples_per_s": round(samples / wall, 3) if wall > 0 else None,
-        "final_loss": task.last_loss,
+        "final_loss": task.last_loss if task.last_loss == task.last_loss else None,
+        "val_loss": float(val) if val is not None else None,
         "nonfinite_steps": task.nonfinite_steps,
-        "export_dir": str(export_dir),
-        "metrics_csv": str(run_dir / "metrics.csv"),
-        "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+        "export_dir": str(run_dir / "export"),
+        "metrics_csv": str(csv_path) if csv_path.is_file() else None,
+        "last_checkpoint": str(ckpt) if ckpt.is_file() else None,
     }
-    if trainer.is_global_zero:
-        print(
-            f"done: {summary['steps']} steps ({steps_done} this run) in {wall:.1f} s, "
-            f"{summary['samples_per_s']} samples/s, final loss {task.last_loss:.4f}"
-        )
-    return summary
+
+
+def _export(model: nn.Module, export_dir: Path) -> None:
+    save = getattr(model, "save_pretrained", None)
+    if save is None:
+        warnings.warn(f"{type(model).__name__} has no save_pretrained: no export written", stacklevel=3)
+        return
+    save(export_dir)
+
+
+@rank_zero_only
+def _print_summary(s: dict[str, Any]) -> None:
+    loss = f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "n/a"
+    print(
+        f"pretrain done: {s['steps']} steps ({s['steps_this_run']} this run) in {s['wall_s']:.1f} s, "
+        f"{s['samples_per_s'] or 0:.1f} samples/s, final loss {loss}, non-finite steps {s['nonfinite_steps']}",
+        flush=True,
+    )
