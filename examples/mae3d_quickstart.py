@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maecore import masking
-from maecore.models import create_model
-from maecore.tasks import TrainConfig, run_pretrain
 from mae3d.data import PointClouds, expand
 from mae3d.figures import plot_cloud_reconstruction
 from mae3d.io import write_ply
+from maecore import masking
+from maecore.models import create_model
+from maecore.tasks import TrainConfig, run_pretrain
 
 
 def complete_one_side(model, cloud: torch.Tensor, axis: int = 0, cut: float = 0.2):
