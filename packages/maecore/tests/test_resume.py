@@ -7,6 +7,7 @@ per step, so these tests cover data position, item seeding, step seeding and mas
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -63,7 +64,15 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "rank0.safetensors"))
 
 
+def _logged_steps(run_dir: Path) -> list[int]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return [int(float(r["step"])) for r in csv.DictReader(fh) if r.get("train/loss")]
+
+
 def _assert_identical(run_dir: Path, reference: dict[str, torch.Tensor]) -> None:
+    """Same weights as the uninterrupted run, and metrics.csv holds each of its steps once."""
+    reference = dict(reference)
+    assert _logged_steps(run_dir) == reference.pop("__logged_steps__").tolist()
     resumed = _weights(run_dir)
     assert resumed.keys() == reference.keys()
     for k in reference:
@@ -75,7 +84,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tenso
     run = tmp_path_factory.mktemp("uninterrupted")
     _run(run)
     assert json.loads((run / "summary.json").read_text())["steps_this_run"] == STEPS
-    return _weights(run)
+    steps = _logged_steps(run)
+    assert steps and len(steps) == len(set(steps))
+    return {**_weights(run), "__logged_steps__": torch.tensor(steps)}
 
 
 def test_killed_mid_training_then_resumed_matches_uninterrupted_run(tmp_path: Path, reference):
@@ -146,3 +157,25 @@ def test_resume_paths(tmp_path: Path, capsys):
     explicit = tmp_path / "elsewhere.ckpt"
     torch.save({"global_step": 1}, explicit)
     assert find_resume_checkpoint(tmp_path, explicit) == explicit
+
+
+def test_rows_logged_after_the_last_checkpoint_are_dropped_on_resume(tmp_path: Path, reference):
+    """The CSV logger flushes on its own schedule too: a run killed after a flush but before its
+    next checkpoint has rows for steps the resumed run does again. Here such rows are forged
+    (loss 999) after an 8-step run; resuming to 16 steps leaves every step once and no forgery."""
+    run = tmp_path / "flushed"
+    res = subprocess.run([sys.executable, str(SCRIPT), str(run), "8", *COMMON], capture_output=True, text=True,
+                         timeout=240, env=ENV)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with open(run / "metrics.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+    with open(run / "metrics.csv", "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        for step in (8, 9, 11):
+            writer.writerow({"step": step, "train/loss": 999.0})
+    _run(run, "--resume", "auto")
+    with open(run / "metrics.csv", newline="") as fh:
+        assert not any(r.get("train/loss") == "999.0" for r in csv.DictReader(fh))
+    # (the weights differ from the reference: the first part's LR schedule ended at step 8)
+    assert _logged_steps(run) == reference["__logged_steps__"].tolist()

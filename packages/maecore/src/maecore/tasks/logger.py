@@ -1,12 +1,20 @@
-"""``RUN/metrics.csv`` that survives a resume: Lightning's CSV logger deletes an existing file."""
+"""``RUN/metrics.csv`` that survives a resume: Lightning's CSV logger deletes an existing file.
+
+A run killed after its last checkpoint has logged rows for steps that the resumed run does again;
+:class:`PruneMetricsOnResume` drops those rows when training restarts, so every step appears once."""
 
 from __future__ import annotations
 
 import csv
 import os
 
+import lightning as L
+
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
+
+from maecore.atomic import atomic_path
 
 
 class _AppendingWriter(_ExperimentWriter):
@@ -32,3 +40,31 @@ class AppendingCSVLogger(CSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def drop_rows_from(self, step: int) -> int:
+        """Remove the rows logged at ``step`` or later (atomically); returns how many went."""
+        path = os.path.join(self.log_dir, "metrics.csv")
+        if not os.path.isfile(path):
+            return 0
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields, rows = list(reader.fieldnames or []), list(reader)
+        keep = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
+        if len(keep) == len(rows):
+            return 0
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(keep)
+        return len(rows) - len(keep)
+
+
+class PruneMetricsOnResume(Callback):
+    """On a resumed run, drop ``metrics.csv`` rows of the steps after the checkpoint (rank 0)."""
+
+    def __init__(self, logger: AppendingCSVLogger) -> None:
+        self.logger = logger
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step > 0 and trainer.is_global_zero:
+            self.logger.drop_rows_from(trainer.global_step)

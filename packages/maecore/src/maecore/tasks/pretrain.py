@@ -21,7 +21,7 @@ from maecore.tasks.base import BaseTask
 from maecore.tasks.checkpoint import CHECKPOINT_DIR, AtomicCheckpointIO, LastCheckpoint, find_resume_checkpoint
 from maecore.tasks.config import TrainConfig
 from maecore.tasks.data import make_eval_loader, make_loader, mix_seed
-from maecore.tasks.logger import AppendingCSVLogger
+from maecore.tasks.logger import AppendingCSVLogger, PruneMetricsOnResume
 
 log = logging.getLogger(__name__)
 VAL_STREAM = 5  # mix_seed salt of validation masks
@@ -216,6 +216,7 @@ def build_trainer(
         cbs.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every // 2)))
     if logger is True:
         logger = AppendingCSVLogger(str(run_dir))
+        cbs.append(PruneMetricsOnResume(logger))
     val_kwargs: dict[str, Any] = {}
     if val_every is not None:
         val_kwargs = {"val_check_interval": val_every * cfg.accumulate, "check_val_every_n_epoch": None}
