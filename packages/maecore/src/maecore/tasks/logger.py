@@ -9,7 +9,6 @@ import csv
 import os
 
 import lightning as L
-
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
