@@ -1,0 +1,249 @@
+"""``geomae``: the shared verbs for GeoTIFF rasters (any band count and dtype)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+import geomae
+from geomae.bands import PRESETS, Preset, get_preset
+from geomae.data import (
+    ChipFolder,
+    RasterChips,
+    TorchgeoChips,
+    band_map,
+    compute_stats,
+    expand,
+    labels_for,
+    open_sources,
+    read_stats,
+    sample_dir,
+)
+from geomae.figures import plot_chips
+from geomae.io import cast_to, nodata_for, scan_raster, write_raster
+from geomae.models import input_size, patch_size
+from geomae.tiles import embed_raster, reconstruct_raster
+from maecore.atomic import atomic_path, atomic_write_text
+from maecore.cli.app import build_cli
+from maecore.cli.domain import Domain, LabelledData, Problem
+from maecore.errors import ConfigError, DataError
+from maecore.figures import reconstruct_batch
+from maecore.models import model_arguments
+from maecore.models.pretrained import read_export_config
+from maecore.tasks.data import collate_dict
+
+
+def resolve_preset(cfg: dict[str, Any]) -> Preset:
+    """The run's preset; a YAML path in ``model.preset`` is replaced by its contents, so the
+    exported model carries the preset itself."""
+    section = cfg["model"]
+    value = section.get("preset", model_arguments(section["name"]).get("preset"))
+    preset = get_preset(value)
+    if value is not None and not isinstance(value, dict) and value not in PRESETS:
+        section["preset"] = preset.to_dict()
+    return preset
+
+
+def model_geometry(cfg: dict[str, Any]) -> tuple[int, int | None]:
+    """``(patch, fixed input side or None)`` of the configured model."""
+    args = {**model_arguments(cfg["model"]["name"]), **cfg["model"]}
+    return int(args.get("patch_size") or 16), (int(args["img_size"]) if args.get("img_size") else None)
+
+
+def check_chip_size(cfg: dict[str, Any]) -> int:
+    chip = int(cfg["data"]["chip_size"])
+    patch, fixed = model_geometry(cfg)
+    if chip < patch or chip % patch:
+        raise ConfigError(f"data.chip_size must be a positive multiple of the patch size {patch}, got {chip}")
+    if fixed is not None and chip != fixed:
+        raise ConfigError(f"data.chip_size must equal model.img_size ({fixed}) for {cfg['model']['name']}, got {chip}")
+    return chip
+
+
+def _meta_of(model: nn.Module) -> tuple[Preset, dict[str, Any] | None, int, list[str] | None]:
+    meta = getattr(model, "meta", {}) or {}
+    preset = get_preset(meta.get("preset") or model.model_kwargs.get("preset") or "landsat7_rgb")
+    tile = input_size(model) or int(meta.get("chip_size", 64))
+    return preset, meta.get("stats"), tile, meta.get("bands_in_file")
+
+
+class GeoDomain(Domain):
+    name = "geomae"
+    package = "geomae"
+    description = "MAE (FireRisk) and SimMIM (SatVision-TOA) on GeoTIFF rasters of any band count; CPU-first."
+
+    def add_arguments(self, verb: str, parser: argparse.ArgumentParser) -> None:
+        if verb in ("pretrain", "finetune", "probe", "check", "prepare"):
+            parser.add_argument("--preset", default=None,
+                                help=f"band preset ({', '.join(PRESETS)}) or a preset YAML file")
+        if verb == "prepare":
+            parser.add_argument("--stats", action="store_true", help="per-band mean/std -> OUT/stats.json")
+        if verb in ("embed", "reconstruct"):
+            parser.add_argument("--input", required=True, help="GeoTIFF (embed: also a chip folder)")
+            parser.add_argument("--out", type=Path, required=True, help="output GeoTIFF (embed of chips: .npz)")
+        if verb == "reconstruct":
+            parser.add_argument("--plot", type=Path, default=None, help="also write a PNG composite figure")
+            parser.add_argument("--seed", type=int, default=0, help="seed of the random masks")
+            parser.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)")
+            parser.add_argument("--full-prediction", action="store_true",
+                                help="write the prediction everywhere (default: only masked patches predicted)")
+            parser.add_argument("--false-colour", action="store_true", help="NIR-red-green figure when possible")
+        if verb in ("finetune", "probe"):
+            parser.add_argument("--labels", default=None, help="CSV file,label (default: parent folder names)")
+
+    def resolve_args(self, verb: str, args: argparse.Namespace) -> None:
+        if getattr(args, "preset", None):
+            args.set = [*args.set, f"model.preset={args.preset}"]
+        if getattr(args, "labels", None):
+            args.set = [*args.set, f"data.labels={args.labels}"]
+
+    # ------------------------------------------------------------------ data
+    def _sources(self, cfg: dict[str, Any], data: str | None, skip_bad: bool = False) -> tuple[Preset, list]:
+        preset = resolve_preset(cfg)
+        patch, _ = model_geometry(cfg)
+        return preset, open_sources(expand(data), preset, cfg["data"].get("bands"), patch, skip_bad)
+
+    def pretrain_dataset(self, cfg: dict[str, Any], data: str | None, skip_bad: bool) -> Dataset:
+        chip = check_chip_size(cfg)
+        preset, sources = self._sources(cfg, data, skip_bad)
+        d = cfg["data"]
+        stats = read_stats(d["stats"], preset) if d.get("stats") else compute_stats(sources, preset)
+        if d.get("reader", "rasterio") == "torchgeo":
+            ds: Dataset = TorchgeoChips(sources, chip, stats, int(d["length"]), "random", int(cfg["train"]["seed"]))
+        elif d.get("reader", "rasterio") == "rasterio":
+            ds = RasterChips(sources, chip, int(d["stride"]), stats, float(d["min_valid"]), jitter=True)
+        else:
+            raise ConfigError(f"data.reader must be 'rasterio' or 'torchgeo', got {d['reader']!r}")
+        ds.preset, ds.stats = preset, stats  # type: ignore[attr-defined]
+        return ds
+
+    def model_meta(self, cfg: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
+        src = dataset.sources[0].info  # type: ignore[attr-defined]
+        return {"preset": dataset.preset.to_dict(), "stats": dataset.stats,  # type: ignore[attr-defined]
+                "chip_size": int(cfg["data"]["chip_size"]), "bands_in_file": cfg["data"].get("bands"),
+                "crs": src.crs_string, "res": list(src.res), "dtype": src.dtype}
+
+    def labelled_data(self, cfg: dict[str, Any], args: argparse.Namespace) -> LabelledData:
+        exported = read_export_config(args.model)
+        meta = exported.get("meta", {})
+        preset = get_preset(meta.get("preset") or resolve_preset(cfg))
+        patch, fixed = model_geometry({"model": {**exported["kwargs"], "name": exported["model"]}})
+        chip = fixed or int(meta.get("chip_size", cfg["data"]["chip_size"]))
+        files = expand(args.data if args.data else sample_dir() / "chips")
+        names = labels_for(files, cfg["data"].get("labels"))
+        ds = ChipFolder(files, names, preset, chip, patch, meta.get("stats"), cfg["data"].get("bands"))
+        classes = ds.class_names or []
+        if args.verb == "probe" or len(ds) < 8:
+            return LabelledData(ds, ds if args.verb != "probe" else None, "classification", len(classes), classes)
+        val = [i for i in range(len(ds)) if i % 4 == 3]  # every 4th chip of each class folder held out
+        train = [i for i in range(len(ds)) if i % 4 != 3]
+        return LabelledData(Subset(ds, train), Subset(ds, val), "classification", len(classes), classes)
+
+    # ------------------------------------------------------------------ outputs
+    def figure(self, model: nn.Module, dataset: Dataset, path: Path) -> Path | None:
+        n = min(4, len(dataset))  # type: ignore[arg-type]
+        picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)  # type: ignore[arg-type]
+        batch = collate_dict([dataset[int(i)] for i in picks])
+        batch = {k: v for k, v in batch.items() if k in ("x", "valid", "group_pad")}
+        return plot_chips(reconstruct_batch(model, batch), dataset.preset, path, title="pretraining chips")  # type: ignore[attr-defined]
+
+    def reconstruct(self, model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+        preset, stats, tile, bands = _meta_of(model)
+        overlap = tile // 4 if args.overlap is None else int(args.overlap)
+        if not 0 <= overlap < tile:
+            raise ConfigError(f"--overlap must be in [0, {tile}) for {tile}-pixel tiles, got {overlap}")
+        res = reconstruct_raster(model, args.input, lambda info: band_map(info, preset, bands), stats, tile,
+                                 overlap, args.seed, args.full_prediction)
+        info = res["info"]
+        nodata = nodata_for(info.dtype, info.nodata)
+        out = cast_to(res["values"], info.dtype, res["valid"], nodata)
+        write_raster(args.out, out, info.crs, info.transform, info.dtype, nodata, list(info.descriptions)
+                     if all(info.descriptions) else None)
+        summary = {"out": str(args.out), "shape": list(out.shape), "dtype": info.dtype, "crs": info.crs_string,
+                   "tiles": len(res["tiles"]), "tile": tile, "overlap": overlap,
+                   "hidden_fraction": round(res["hidden_fraction"], 4), "masked_mse": res["masked_mse"],
+                   "masked_psnr_db": round(res["masked_psnr"], 2)}
+        if args.plot:
+            best = sorted(res["tiles"], key=lambda t: -float(t.result["hidden"].float().mean() *
+                                                              torch.isfinite(t.result["input"]).float().mean()))
+            picked = best[:4]
+            batch = {k: torch.cat([t.result[k] for t in picked]) for k in ("input", "masked", "recon")}
+            summary["plot"] = str(plot_chips(batch, preset, args.plot, args.false_colour,
+                                             title=Path(args.input).name))
+        return summary
+
+    @torch.no_grad()
+    def embed(self, model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+        preset, stats, tile, bands = _meta_of(model)
+        src = Path(args.input)
+        if src.is_dir() or Path(args.out).suffix == ".npz":
+            files = expand(src)
+            ds = ChipFolder(files, None, preset, tile, patch_size(model), stats, bands)
+            emb = np.concatenate([
+                model.encode(collate_dict([ds[j] for j in range(i, min(i + 16, len(ds)))])).float().numpy()
+                for i in range(0, len(ds), 16)
+            ])
+            with atomic_path(args.out) as tmp:
+                np.savez_compressed(tmp, embeddings=emb, files=np.array([str(f) for f in files]))
+            return {"out": str(args.out), "embeddings": list(emb.shape)}
+        res = embed_raster(model, src, lambda info: band_map(info, preset, bands), stats, tile)
+        emb = res["emb"]
+        write_raster(args.out, emb, res["crs"], res["transform"], "float32", float("nan"),
+                     [f"emb_{i:03d}" for i in range(emb.shape[0])])
+        return {"out": str(args.out), "shape": list(emb.shape), "patch": res["patch"],
+                "transform": list(res["transform"])[:6], "crs": res["info"].crs_string,
+                "nodata_pixels": int(np.isnan(emb[0]).sum())}
+
+    def prepare(self, cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+        if not args.stats:
+            raise NotImplementedError("geomae prepare: pass --stats (streaming shards are not supported yet)")
+        preset, sources = self._sources(cfg, args.data)
+        stats = compute_stats(sources, preset)
+        out_dir = Path(args.out) if args.out else Path("runs") / "geomae-prepare"
+        out = out_dir / "stats.json"
+        atomic_write_text(out, json.dumps({**stats, "preset": preset.name, "files": [s.info.path for s in sources]},
+                                          indent=2))
+        return {"stats": str(out), "bands": stats["bands"], "mean": stats["mean"], "std": stats["std"],
+                "use": f"--set data.stats={out}"}
+
+    def check(self, paths: list[str], cfg: dict[str, Any]) -> tuple[int, list[Problem]]:
+        files = expand(paths[0] if paths else None)
+        preset = resolve_preset(cfg)
+        patch, _ = model_geometry(cfg)
+        problems, first = [], None
+        for f in files:
+            try:
+                info = scan_raster(f)
+                if min(info.width, info.height) < patch:
+                    raise DataError(f, f"a raster of at least the patch size {patch}x{patch} pixels",
+                                    f"{info.height}x{info.width}")
+                band_map(info, preset, cfg["data"].get("bands"))
+                if first is None:
+                    first = info
+                elif info.crs != first.crs:
+                    raise DataError(f, f"the CRS of the other inputs ({first.crs_string})", info.crs_string)
+            except DataError as err:
+                problems.append(Problem(str(f), f"expected {err.expected}, found {err.found}"))
+        return len(files), problems
+
+    def info(self) -> dict[str, Any]:
+        import rasterio
+        import torchgeo
+
+        return {"geomae": geomae.__version__, "rasterio": f"{rasterio.__version__} (GDAL {rasterio.__gdal_version__})",
+                "torchgeo": torchgeo.__version__,
+                "presets": [f"{p.name} ({len(p.bands)} bands: {', '.join(p.group_names)})" for p in PRESETS.values()],
+                "bundled_sample": str(sample_dir())}
+
+
+main = build_cli(GeoDomain())
+
+if __name__ == "__main__":
+    raise SystemExit(main())
