@@ -119,6 +119,32 @@ def test_prepare_stats_then_pretrain_and_resume(tmp_path: Path):
     assert json.loads((out / "summary.json").read_text())["steps"] == 4
 
 
+def test_prepare_shards_then_pretrain_from_them(tmp_path: Path, capsys):
+    prep = tmp_path / "prep"
+    assert main(["prepare", "--config", "tiny", "--shards", "--shard-size", "32", "--out", str(prep)]) == 0
+    shards = prep / "shards"
+    index = json.loads((shards / "shards.json").read_text())
+    assert len(index["shards"]) >= 2 and all(c <= 32 for c in index["counts"])
+    from maecore.archive import ShardDataset
+
+    chip = ShardDataset(shards)[0]
+    assert chip["x"].shape == (3, 32, 32) and chip["valid"].shape == (3, 32, 32)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", "tiny", "--data", str(shards), "--out", str(out), "--max-steps", "3"]) == 0
+    meta = json.loads((out / "export" / "config.json").read_text())["meta"]
+    assert meta["chip_size"] == 32 and meta["preset"]["name"] and meta["crs"]
+    rec = tmp_path / "rec.tif"
+    src = sample_dir() / "landsat_rgb.tif"
+    assert main(["reconstruct", "--model", str(out / "export"), "--input", str(src), "--out", str(rec)]) == 0
+    with rasterio.open(src) as a, rasterio.open(rec) as b:
+        assert (a.crs, a.transform, a.shape, a.count, a.dtypes) == (b.crs, b.transform, b.shape, b.count, b.dtypes)
+    capsys.readouterr()
+    assert main(["pretrain", "--data", str(shards), "--out", str(tmp_path / "run64"), "--max-steps", "1"]) != 0
+    assert "geomae_shards.json: expected chips of data.chip_size=64 px, found chips of 32 px" in capsys.readouterr().err
+    assert main(["prepare", "--out", str(prep)]) != 0
+    assert "pass --stats" in capsys.readouterr().err
+
+
 def test_simmim_and_torchgeo_reader(tmp_path: Path):
     out = tmp_path / "sim"
     assert main(["pretrain", "--config", "simmim_tiny", "--out", str(out), "--max-steps", "3",

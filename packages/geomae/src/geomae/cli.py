@@ -30,6 +30,7 @@ from geomae.figures import plot_chips
 from geomae.io import cast_to, nodata_for, scan_raster, write_raster
 from geomae.models import input_size, patch_size
 from geomae.tiles import embed_raster, reconstruct_raster
+from maecore.archive import ShardDataset, write_shards
 from maecore.atomic import atomic_path, atomic_write_text
 from maecore.cli.app import build_cli
 from maecore.cli.domain import Domain, LabelledData, Problem
@@ -38,6 +39,45 @@ from maecore.figures import reconstruct_batch
 from maecore.models import model_arguments
 from maecore.models.pretrained import read_export_config
 from maecore.tasks.data import collate_dict
+
+SHARD_META = "geomae_shards.json"
+
+
+def _write_chip_shards(cfg: dict[str, Any], preset: Preset, sources: list, stats: dict[str, Any], out: Path,
+                       shard_size: int) -> dict[str, Any]:
+    """Every grid chip (no jitter) as model input (normalised ``x``, ``valid``, ``group_pad``) in tar
+    shards, with the preset, statistics and georeference that an export needs beside them."""
+    from tqdm.auto import tqdm
+
+    chip = check_chip_size(cfg)
+    d = cfg["data"]
+    chips = RasterChips(sources, chip, int(d["stride"]), stats, float(d["min_valid"]), jitter=False)
+    keys = ("x", "valid", "group_pad", "window")
+
+    def samples():
+        for k in tqdm(range(len(chips)), desc="chips -> shards", unit="chip", disable=len(chips) < 200):
+            item = chips[k]
+            yield {key: item[key].numpy() for key in keys}
+
+    shards = write_shards(samples(), out, samples_per_shard=shard_size)
+    src = sources[0].info
+    meta = {"preset": preset.to_dict(), "stats": stats, "chip_size": chip, "bands_in_file": d.get("bands"),
+            "crs": src.crs_string, "res": list(src.res), "dtype": src.dtype,
+            "files": [s.info.path for s in sources]}
+    atomic_write_text(out / SHARD_META, json.dumps(meta, indent=2))
+    return {"shards": str(out), "n_shards": len(shards), "chips": len(chips), "use": f"--data {out}"}
+
+
+def _shard_dataset(folder: Path, chip: int) -> ShardDataset:
+    """Chips written by ``geomae prepare --shards``; their chip size must be the run's."""
+    meta = json.loads((folder / SHARD_META).read_text())
+    if int(meta["chip_size"]) != chip:
+        raise DataError(folder / SHARD_META, f"chips of data.chip_size={chip} px",
+                        f"chips of {meta['chip_size']} px (prepare again, or --set data.chip_size={meta['chip_size']})")
+    ds = ShardDataset(folder, transform=lambda s: {k: torch.from_numpy(v) for k, v in s.items()})
+    ds.meta = {k: v for k, v in meta.items() if k != "files"}  # type: ignore[attr-defined]
+    ds.preset, ds.stats = get_preset(meta["preset"]), meta["stats"]  # type: ignore[attr-defined]
+    return ds
 
 
 def resolve_preset(cfg: dict[str, Any]) -> Preset:
@@ -85,6 +125,9 @@ class GeoDomain(Domain):
                                 help=f"band preset ({', '.join(PRESETS)}) or a preset YAML file")
         if verb == "prepare":
             parser.add_argument("--stats", action="store_true", help="per-band mean/std -> OUT/stats.json")
+            parser.add_argument("--shards", action="store_true",
+                                help="grid chips as model input -> OUT/shards (tar shards; pretrain --data OUT/shards)")
+            parser.add_argument("--shard-size", type=int, default=1000, help="chips per shard")
         if verb in ("embed", "reconstruct"):
             parser.add_argument("--input", required=True, help="GeoTIFF (embed: also a chip folder)")
             parser.add_argument("--out", type=Path, required=True, help="output GeoTIFF (embed of chips: .npz)")
@@ -112,6 +155,8 @@ class GeoDomain(Domain):
 
     def pretrain_dataset(self, cfg: dict[str, Any], data: str | None, skip_bad: bool) -> Dataset:
         chip = check_chip_size(cfg)
+        if data and (Path(data) / SHARD_META).is_file():
+            return _shard_dataset(Path(data), chip)
         preset, sources = self._sources(cfg, data, skip_bad)
         d = cfg["data"]
         stats = read_stats(d["stats"], preset) if d.get("stats") else compute_stats(sources, preset)
@@ -125,6 +170,8 @@ class GeoDomain(Domain):
         return ds
 
     def model_meta(self, cfg: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
+        if isinstance(dataset, ShardDataset):
+            return dict(dataset.meta)  # type: ignore[attr-defined]
         src = dataset.sources[0].info  # type: ignore[attr-defined]
         return {"preset": dataset.preset.to_dict(), "stats": dataset.stats,  # type: ignore[attr-defined]
                 "chip_size": int(cfg["data"]["chip_size"]), "bands_in_file": cfg["data"].get("bands"),
@@ -202,16 +249,22 @@ class GeoDomain(Domain):
                 "nodata_pixels": int(np.isnan(emb[0]).sum())}
 
     def prepare(self, cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-        if not args.stats:
-            raise NotImplementedError("geomae prepare: pass --stats (streaming shards are not supported yet)")
+        if not (args.stats or args.shards):
+            raise ConfigError("geomae prepare: pass --stats (per-band statistics) and/or --shards (chip shards)")
         preset, sources = self._sources(cfg, args.data)
-        stats = compute_stats(sources, preset)
+        d = cfg["data"]
+        stats = read_stats(d["stats"], preset) if d.get("stats") else compute_stats(sources, preset)
         out_dir = Path(args.out) if args.out else Path("runs") / "geomae-prepare"
-        out = out_dir / "stats.json"
-        atomic_write_text(out, json.dumps({**stats, "preset": preset.name, "files": [s.info.path for s in sources]},
-                                          indent=2))
-        return {"stats": str(out), "bands": stats["bands"], "mean": stats["mean"], "std": stats["std"],
-                "use": f"--set data.stats={out}"}
+        result: dict[str, Any] = {}
+        if args.stats:
+            out = out_dir / "stats.json"
+            atomic_write_text(out, json.dumps({**stats, "preset": preset.name,
+                                               "files": [s.info.path for s in sources]}, indent=2))
+            result.update({"stats": str(out), "bands": stats["bands"], "mean": stats["mean"], "std": stats["std"],
+                           "use": f"--set data.stats={out}"})
+        if args.shards:
+            result.update(_write_chip_shards(cfg, preset, sources, stats, out_dir / "shards", args.shard_size))
+        return result
 
     def check(self, paths: list[str], cfg: dict[str, Any]) -> tuple[int, list[Problem]]:
         files = expand(paths[0] if paths else None)
