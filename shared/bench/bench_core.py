@@ -57,13 +57,13 @@ def _count(module: torch.nn.Module, prefixes: tuple[str, ...]) -> int:
     return sum(p.numel() for n, p in module.named_parameters() if n.startswith(prefixes))
 
 
-def ours(batch: int, steps: int, ckpt: bool, ndim: int, size: int) -> dict:
+def ours(batch: int, steps: int, ckpt: bool, ndim: int, size: int, mask_ratio: float = 0.75) -> dict:
     from maecore.models import create_model
 
     torch.manual_seed(0)
     dec = {} if ndim == 2 else dict(decoder_dim=384, decoder_depth=4, decoder_heads=12)
     model = create_model("mae_vit_base", ndim=ndim, group_channels=[3 if ndim == 2 else 1], patch_size=16,
-                         grad_checkpointing=ckpt, **dec)
+                         grad_checkpointing=ckpt, mask={"kind": "random", "ratio": mask_ratio}, **dec)
     x = torch.randn(batch, 3 if ndim == 2 else 1, *([size] * ndim))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -77,7 +77,7 @@ def ours(batch: int, steps: int, ckpt: bool, ndim: int, size: int) -> dict:
     n_tok = (size // 16) ** ndim
     enc = _count(model, ("tokenizer.", "encoder.", "pos_embed."))
     dec_p = sum(p.numel() for p in model.parameters()) - enc
-    flops = 6 * batch * (enc * n_tok * 0.25 + dec_p * n_tok)
+    flops = 6 * batch * (enc * n_tok * (1 - mask_ratio) + dec_p * n_tok)
     return {"params_M": round((enc + dec_p) / 1e6, 2), "step_s": dt, "flops": flops, "tokens": batch * n_tok}
 
 
