@@ -86,3 +86,33 @@ def test_degenerate_files(tmp_path: Path, text: str):
     with pytest.raises(DataError, match=r"bad.bvh: expected"):
         (tmp_path / "bad.bvh").write_text(text)
         read_bvh(tmp_path / "bad.bvh")
+
+
+def _ntu_source(tmp: Path, write_ntu) -> bytes:
+    """An NTU .skeleton text file holding real motion: the first 25 joints of a bundled CMU
+    sequence in metres, 12 frames, two tracked bodies (the second one still)."""
+    pos = read_bvh(expand(None)[0])["positions"][:12, :25] * 0.0564
+    still = pos[0] + np.array([1.0, 0.0, 0.0])
+    return write_ntu(tmp / "src.skeleton", [[frame, still] for frame in pos]).read_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8))
+def test_ntu_truncations_and_byte_flips(tmp_path: Path, write_ntu, cut: float, flips: list[tuple[float, int]]):
+    from skelmae.io import read_ntu
+
+    source = _ntu_source(tmp_path, write_ntu)
+    blob = bytearray(source[: int(len(source) * cut)] if cut < 0.999 else source)
+    for where, value in flips:
+        if blob:
+            blob[int(where * (len(blob) - 1))] = value
+    path = tmp_path / "fuzz.skeleton"
+    path.write_bytes(bytes(blob))
+    try:
+        m = read_ntu(path)
+    except DataError as err:
+        assert path.name in str(err)
+        return
+    pos = m["positions"]
+    assert pos.ndim == 3 and pos.shape[1:] == (25, 3) and len(pos) <= 12
+    assert np.isfinite(pos[m["valid"]]).all() if "valid" in m else np.isfinite(pos).all()
