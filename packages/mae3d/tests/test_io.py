@@ -106,3 +106,34 @@ def test_labels_csv(tmp_path: Path):
     csv.write_text("path,label\n")
     with pytest.raises(DataError, match=r"labels.csv: expected a CSV with columns 'file' and 'label'"):
         labels_for(files, str(csv))
+
+
+def _write_las(path: Path, xyz: np.ndarray, scale: float = 0.001) -> Path:
+    import laspy
+
+    header = laspy.LasHeader(point_format=0, version="1.2")
+    header.offsets = xyz.min(0)
+    header.scales = np.array([scale] * 3)
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    las.write(path)
+    return path
+
+
+def test_las_cloud_in_a_projected_frame(tmp_path: Path):
+    """A real scan placed at UTM-like coordinates (metres, large offsets, mm quantisation) reads,
+    normalises, and maps back to the input frame to the file's precision; a cut file is a
+    DataError naming it."""
+    pytest.importorskip("laspy")
+    scan = read_points(expand(None)[0], None)
+    xyz = scan["points"].astype(np.float64) * scan["scale"] + scan["center"] + [500_000.0, 4_100_000.0, 250.0]
+    path = _write_las(tmp_path / "scan.las", xyz)
+    c = read_points(path, None)
+    assert c["points"].shape == xyz.shape and np.linalg.norm(c["points"], axis=1).max() == pytest.approx(1, abs=1e-5)
+    back = c["points"].astype(np.float64) * c["scale"] + c["center"]
+    assert np.abs(back - xyz).max() < 2e-3  # 1 mm quantisation + float32 points at unit scale
+    assert np.allclose(c["center"][:2], [500_000, 4_100_000], atol=1.0)
+    cut = tmp_path / "cut.las"
+    cut.write_bytes(path.read_bytes()[:150])
+    with pytest.raises(DataError, match=r"cut\.las: expected a readable LAS/LAZ point cloud, found "):
+        read_points(cut, 256)

@@ -67,8 +67,12 @@ def _raw_points(p: Path, ext: str, n_points: int, seed: int) -> tuple[np.ndarray
             import laspy
         except ImportError as err:
             raise missing_extra("laspy", "mae3d", "las") from err
-        las = laspy.read(p)
-        arr = np.stack([las.x, las.y, las.z], 1)
+        try:
+            las = laspy.read(p)
+            arr = np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], 1)
+        except Exception as err:  # laspy's LaspyException, struct/EOF errors of a cut file, no LAZ backend
+            hint = " (LAZ needs a backend: pip install 'laspy[lazrs]')" if "backend" in str(err).lower() else ""
+            raise DataError(p, "a readable LAS/LAZ point cloud", f"{type(err).__name__}: {err}{hint}") from err
     else:
         geom = _load_trimesh(p)
         verts = np.asarray(geom.vertices, dtype=np.float64)
