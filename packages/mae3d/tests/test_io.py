@@ -137,3 +137,27 @@ def test_las_cloud_in_a_projected_frame(tmp_path: Path):
     cut.write_bytes(path.read_bytes()[:150])
     with pytest.raises(DataError, match=r"cut\.las: expected a readable LAS/LAZ point cloud, found "):
         read_points(cut, 256)
+
+
+def test_point_augmentation_is_seeded_scale_and_translate():
+    from mae3d.data import PointClouds
+
+    base = PointClouds.from_files(expand(None)[:2], 512)
+    aug = PointClouds(base.items, augment={"scale": [0.5, 2.0], "translate": 0.1})
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(3)
+    a = aug[0]["points"]
+    torch.manual_seed(3)
+    assert torch.equal(aug[0]["points"], a)  # a function of the generator state (the engine seeds it per item)
+    b = aug[0]["points"]
+    assert not torch.equal(a, b)
+    ref = base[0]["points"]
+    # per-axis affine of the stored cloud: recover scale and shift per axis by least squares
+    for axis in range(3):
+        k, c = np.polyfit(ref[:, axis].numpy(), a[:, axis].numpy(), 1)
+        assert 0.5 - 1e-4 <= k <= 2.0 + 1e-4 and abs(c) <= 0.1 + 1e-4
+    assert torch.equal(base[0]["points"], ref)  # no augmentation unless asked
+    with pytest.raises(ValueError, match=r"augment scale must be 0 < lo <= hi, got \(2\.0, 1\.0\)"):
+        PointClouds(base.items, augment={"scale": [2.0, 1.0]})
+    with pytest.raises(ValueError, match="augment translate must be >= 0"):
+        PointClouds(base.items, augment={"translate": -1})

@@ -65,7 +65,12 @@ class Mae3dDomain(Domain):
             return Grids.from_files(files, res, skip_bad)
         if d["kind"] != "points":
             raise DataError(None, "data.kind 'points' or 'grid'", repr(d["kind"]))
-        return PointClouds.from_files(files, int(d["n_points"]), skip_bad, seed=int(cfg["train"]["seed"]))
+        ds = PointClouds.from_files(files, int(d["n_points"]), skip_bad, seed=int(cfg["train"]["seed"]))
+        aug = d.get("augment")
+        if aug:
+            augment = {"scale": list(aug.get("scale", [2 / 3, 3 / 2])), "translate": float(aug.get("translate", 0.2))}
+            ds.augment = PointClouds(ds.items, augment=augment).augment  # the constructor validates the ranges
+        return ds
 
     def pretrain_dataset(self, cfg: dict[str, Any], data: str | None, skip_bad: bool) -> Dataset:
         return self._dataset(cfg, expand(data), skip_bad)

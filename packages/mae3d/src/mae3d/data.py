@@ -77,10 +77,25 @@ def labels_for(files: list[Path], labels_csv: str | None) -> list[str]:
 
 class PointClouds(Dataset):
     """Normalised clouds of ``n_points``; samples ``{"points", "center", "scale", "index"}`` plus
-    ``label`` when labels are given."""
+    ``label`` when labels are given.
 
-    def __init__(self, items: list[dict[str, Any]], labels: list[int] | None = None) -> None:
+    ``augment`` (pretraining): Point-MAE's scale-and-translate, a per-axis scale drawn from
+    ``scale=(lo, hi)`` and a per-axis shift from ``[-translate, translate]`` for every draw of an
+    item. It uses torch's global generator, which the engine seeds per item from (seed, stream
+    position), so a resumed run draws the same augmentations. ``center``/``scale`` still describe
+    the stored cloud, not the augmented one.
+    """
+
+    def __init__(self, items: list[dict[str, Any]], labels: list[int] | None = None,
+                 augment: dict[str, Any] | None = None) -> None:
         self.items, self.labels = items, labels
+        self.augment = augment
+        if augment:
+            lo, hi = (float(v) for v in augment.get("scale", (2 / 3, 3 / 2)))
+            if not 0 < lo <= hi:
+                raise ValueError(f"augment scale must be 0 < lo <= hi, got {(lo, hi)}")
+            if float(augment.get("translate", 0.2)) < 0:
+                raise ValueError(f"augment translate must be >= 0, got {augment['translate']}")
 
     @classmethod
     def from_files(cls, files: list[Path], n_points: int, skip_bad: bool = False, seed: int = 0) -> PointClouds:
@@ -91,7 +106,12 @@ class PointClouds(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         it = self.items[i]
-        out = {"points": torch.from_numpy(it["points"]), "center": torch.from_numpy(it["center"]),
+        pts = torch.from_numpy(it["points"])
+        if self.augment:
+            lo, hi = (float(v) for v in self.augment.get("scale", (2 / 3, 3 / 2)))
+            shift = float(self.augment.get("translate", 0.2))
+            pts = pts * (lo + (hi - lo) * torch.rand(3)) + (torch.rand(3) * 2 - 1) * shift
+        out = {"points": pts, "center": torch.from_numpy(it["center"]),
                "scale": torch.tensor(it["scale"], dtype=torch.float64), "index": torch.tensor(i)}
         if self.labels is not None:
             out["label"] = torch.tensor(self.labels[i])
