@@ -50,5 +50,8 @@ def bench(session: nox.Session) -> None:
     """Benchmark tables (JSON + markdown under shared/bench/results/)."""
     session.install(*TORCH)
     session.install("-r", "requirements.txt", "transformers>=4.40")  # transformers: the ViTMAE peer row
+    results = ROOT / "shared" / "bench" / "results"
     for script in sorted((ROOT / "shared" / "bench").glob("bench_*.py")):
-        session.run("python", str(script), *session.posargs)
+        out = [] if script.stem == "bench_scaling" else ["--json", str(results / f"{script.stem}.json")]
+        session.run("python", str(script), *out, *session.posargs)  # bench_scaling writes its own files
+    session.run("python", "shared/bench/report.py")  # results/README.md from every JSON there
