@@ -42,3 +42,13 @@ def write_tif(path: Path, arr: np.ndarray, crs: str = "EPSG:32618", nodata: Any 
 def make_tif():
     """``make_tif(path, arr, crs=..., nodata=..., transform=...)`` -> path."""
     return write_tif
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny MAE pretrained on the bundled crop (shared by the CLI and fine-tuning tests)."""
+    from geomae.cli import main
+
+    out = tmp_path_factory.mktemp("geomae") / "run"
+    assert main(["pretrain", "--config", "tiny", "--out", str(out)]) == 0
+    return out

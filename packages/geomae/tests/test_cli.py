@@ -13,13 +13,6 @@ from geomae.cli import main
 from geomae.data import sample_dir
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("geomae") / "run"
-    assert main(["pretrain", "--config", "tiny", "--out", str(out)]) == 0
-    return out
-
-
 def test_pretrain_run_folder(run: Path):
     for rel in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "export/model.safetensors",
                 "export/config.json", "figures/reconstruction.png", "summary.json"):
@@ -191,6 +184,21 @@ def test_check_reports_every_bad_file(tmp_path: Path, make_tif, capsys):
     assert "complex.tif: expected a supported data type" in out
     assert "small.tif: expected a raster of at least the patch size 8x8 pixels, found 4x4" in out
     assert "checked 7 item(s): 1 good, 6 bad" in out
+
+
+def test_pretrain_refuses_a_bad_file_unless_told_to_skip_it(tmp_path: Path, make_tif, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = (sample_dir() / "landsat_rgb.tif").read_bytes()
+    (folder / "good.tif").write_bytes(good)
+    (folder / "cut.tif").write_bytes(good[:3000])
+    args = ["pretrain", "--config", "tiny", "--data", str(folder), "--max-steps", "2"]
+    assert main([*args, "--out", str(tmp_path / "refused")]) != 0
+    assert "cut.tif: expected readable pixel data" in capsys.readouterr().err
+    assert not (tmp_path / "refused" / "export").exists()
+    assert main([*args, "--out", str(tmp_path / "skipped"), "--skip-bad"]) == 0
+    assert "skipped " in capsys.readouterr().out
+    assert (tmp_path / "skipped" / "export" / "model.safetensors").is_file()
 
 
 def test_info(capsys):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,14 @@ from geomae.data import (
 from geomae.figures import plot_chips
 from geomae.io import cast_to, nodata_for, scan_raster, write_raster
 from geomae.models import input_size, patch_size
+from geomae.scenes import DATASETS, SceneDataset, expected_layout
+from geomae.segment import evaluate_segmentation, predict_raster, segmentation_sets, update_summary
 from geomae.tiles import embed_raster, reconstruct_raster
 from maecore.archive import ShardDataset, write_shards
 from maecore.atomic import atomic_path, atomic_write_text
 from maecore.cli.app import build_cli
 from maecore.cli.domain import Domain, LabelledData, Problem
-from maecore.errors import ConfigError, DataError
+from maecore.errors import ConfigError, DataError, MAEError
 from maecore.figures import reconstruct_batch
 from maecore.models import model_arguments
 from maecore.models.pretrained import read_export_config
@@ -115,6 +119,7 @@ def _meta_of(model: nn.Module) -> tuple[Preset, dict[str, Any] | None, int, list
 
 
 class GeoDomain(Domain):
+    pending: dict[str, Any] | None = None  # a segmentation finetune's validation set, for the IoU report
     name = "geomae"
     package = "geomae"
     description = "MAE (FireRisk) and SimMIM (SatVision-TOA) on GeoTIFF rasters of any band count; CPU-first."
@@ -139,13 +144,20 @@ class GeoDomain(Domain):
                                 help="write the prediction everywhere (default: only masked patches predicted)")
             parser.add_argument("--false-colour", action="store_true", help="NIR-red-green figure when possible")
         if verb in ("finetune", "probe"):
-            parser.add_argument("--labels", default=None, help="CSV file,label (default: parent folder names)")
+            parser.add_argument("--labels", default=None,
+                                help="CSV file,label (default: parent folder names); finetune: label raster(s) "
+                                     "(a .tif, folder or glob) for segmentation")
+        if verb == "finetune":
+            parser.add_argument("--predict", type=Path, default=None,
+                                help="segmentation: also write the class map of the (first) image raster (GeoTIFF)")
 
     def resolve_args(self, verb: str, args: argparse.Namespace) -> None:
         if getattr(args, "preset", None):
             args.set = [*args.set, f"model.preset={args.preset}"]
         if getattr(args, "labels", None):
             args.set = [*args.set, f"data.labels={args.labels}"]
+        if verb == "finetune" and args.out is None:  # the core's default, fixed now so the IoU report finds it
+            args.out = Path("runs") / f"{self.name}-finetune-{time.strftime('%Y%m%d-%H%M%S')}"
 
     # ------------------------------------------------------------------ data
     def _sources(self, cfg: dict[str, Any], data: str | None, skip_bad: bool = False) -> tuple[Preset, list]:
@@ -183,6 +195,17 @@ class GeoDomain(Domain):
         preset = get_preset(meta.get("preset") or resolve_preset(cfg))
         patch, fixed = model_geometry({"model": {**exported["kwargs"], "name": exported["model"]}})
         chip = fixed or int(meta.get("chip_size", cfg["data"]["chip_size"]))
+        d = cfg["data"]
+        dataset = d.get("dataset") or "chips"
+        if dataset != "chips":
+            return self._scene_data(cfg, args, dataset, preset, chip, meta.get("stats"))
+        labels = d.get("labels")
+        task = d.get("task") or ("segmentation" if labels and not str(labels).lower().endswith(".csv")
+                                 else "classification")
+        if task == "segmentation":
+            return self._segmentation_data(cfg, args, preset, patch, chip, meta.get("stats"))
+        if task != "classification":
+            raise ConfigError(f"data.task must be classification or segmentation, got {task!r}")
         files = expand(args.data if args.data else sample_dir() / "chips")
         names = labels_for(files, cfg["data"].get("labels"))
         ds = ChipFolder(files, names, preset, chip, patch, meta.get("stats"), cfg["data"].get("bands"))
@@ -192,6 +215,55 @@ class GeoDomain(Domain):
         val = [i for i in range(len(ds)) if i % 4 == 3]  # every 4th chip of each class folder held out
         train = [i for i in range(len(ds)) if i % 4 != 3]
         return LabelledData(Subset(ds, train), Subset(ds, val), "classification", len(classes), classes)
+
+    def _scene_data(self, cfg: dict[str, Any], args: argparse.Namespace, dataset: str, preset: Preset, chip: int,
+                    stats: dict[str, Any] | None) -> LabelledData:
+        """torchgeo FireRisk / EuroSAT from ``--data ROOT`` (train split; finetune validates on val)."""
+        if dataset not in DATASETS:
+            raise ConfigError(f"data.dataset must be chips, {' or '.join(DATASETS)}; got {dataset!r}")
+        if not args.data:
+            raise DataError(None, f"--data ROOT of the local {dataset} dataset ({expected_layout(dataset)})",
+                            "no --data")
+        bands = cfg["data"].get("bands")
+        train = SceneDataset(dataset, args.data, "train", preset, chip, stats, bands)
+        val = None if args.verb == "probe" else SceneDataset(dataset, args.data, "val", preset, chip, stats, bands)
+        return LabelledData(train, val, "classification", len(train.class_names), train.class_names)
+
+    def _segmentation_data(self, cfg: dict[str, Any], args: argparse.Namespace, preset: Preset, patch: int,
+                           chip: int, stats: dict[str, Any] | None) -> LabelledData:
+        """Image rasters (``--data``, default the bundled crop) + label rasters (``--labels``)."""
+        d = cfg["data"]
+        if args.verb == "probe":
+            raise ConfigError("geomae probe takes scene labels (chip folders, FireRisk, EuroSAT), not label rasters")
+        if not d.get("labels"):
+            raise DataError(None, "--labels LABELS.tif (label rasters aligned with the --data images)", "no --labels")
+        images = expand(args.data)
+        sources = open_sources(images, preset, d.get("bands"), patch)
+        ignore = int(cfg.get("finetune", {}).get("ignore_index", -100))
+        nodata = d.get("label_nodata")
+        train, val, names, pairs = segmentation_sets(
+            images, expand(d["labels"]), sources, chip, int(d["stride"]), stats, ignore, float(d["min_valid"]),
+            float(d.get("val_fraction", 0.25)), d.get("class_names"), None if nodata is None else int(nodata))
+        self.pending = {"run_dir": Path(args.out), "val": val, "class_names": names, "ignore": ignore,
+                        "predict": getattr(args, "predict", None), "source": pairs[0], "stats": stats, "chip": chip}
+        return LabelledData(train, val, "segmentation", len(names), names)
+
+    def finish_segmentation(self) -> dict[str, Any] | None:
+        """After ``finetune`` of a segmentation task: per-class IoU of the export on the validation
+        chips (and the ``--predict`` class map) merged into ``RUN/summary.json``."""
+        from maecore.tasks.finetune import load_finetuned
+
+        p, self.pending = self.pending, None
+        if p is None:
+            return None
+        model = load_finetuned(p["run_dir"] / "export")
+        report: dict[str, Any] = {"iou": {}, "miou": None, "confusion": None, "pixels": {}}
+        if p["val"] is not None:
+            report = evaluate_segmentation(model, p["val"], p["class_names"], p["ignore"])
+        if p["predict"] is not None:
+            report.update(predict_raster(model, p["source"], p["stats"], p["chip"], p["predict"]))
+        update_summary(p["run_dir"], report)
+        return report
 
     # ------------------------------------------------------------------ outputs
     def figure(self, model: nn.Module, dataset: Dataset, path: Path) -> Path | None:
@@ -296,7 +368,31 @@ class GeoDomain(Domain):
                 "bundled_sample": str(sample_dir())}
 
 
-main = build_cli(GeoDomain())
+DOMAIN = GeoDomain()
+_core_main = build_cli(DOMAIN)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The shared CLI; after a segmentation ``finetune`` it adds per-class IoU (and ``--predict``)."""
+    DOMAIN.pending = None
+    rc = _core_main(argv)
+    if rc != 0 or DOMAIN.pending is None:
+        DOMAIN.pending = None
+        return rc
+    try:
+        report = DOMAIN.finish_segmentation()
+    except (MAEError, ValueError) as err:
+        print(f"geomae finetune: error: {err}", file=sys.stderr)
+        return 2
+    if report:
+        width = max([len(k) for k in report["iou"]] + [5])
+        rows = [f"  {k:<{width}}  IoU {'n/a' if v is None else f'{v:.4f}'}  ({report['pixels'].get(k, 0)} px)"
+                for k, v in report["iou"].items()]
+        miou = report["miou"]
+        print("validation per-class IoU:\n" + "\n".join(rows)
+              + (f"\n  mIoU {miou:.4f}" if isinstance(miou, float) else "")
+              + (f"\nclass map: {report['predict']}" if "predict" in report else ""))
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())
