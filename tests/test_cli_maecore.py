@@ -114,3 +114,14 @@ def test_finetune_and_probe_on_a_task_defined_from_the_data(run: Path, tmp_path:
     for which in ("pretrained", "random_init"):
         assert 0.0 <= res[which]["linear"]["accuracy"] <= 1.0
         assert res[which]["linear"]["n"] == 64  # tiny config: 64 chips
+
+
+def test_a_domain_can_replace_a_verb_but_not_invent_one(capsys: pytest.CaptureFixture[str]):
+    from maecore.cli.app import build_cli
+    from maecore.cli.demo import ImageDomain
+
+    calls = []
+    main = build_cli(ImageDomain(), commands={"info": lambda domain, args: calls.append(args.verb) or 0})
+    assert main(["info"]) == 0 and calls == ["info"]
+    with pytest.raises(ValueError, match=r"unknown verb\(s\) \['segment'\]; the verbs are pretrain, finetune"):
+        build_cli(ImageDomain(), commands={"segment": lambda domain, args: 0})

@@ -64,7 +64,7 @@ def build_parser(domain: Domain) -> argparse.ArgumentParser:
     return parser
 
 
-def _apply_shortcuts(args: argparse.Namespace) -> list[str]:
+def config_overrides(args: argparse.Namespace) -> list[str]:
     sets = list(args.set)
     for flag, key in (("max_steps", "train.max_steps"), ("devices", "train.devices"), ("seed", "train.seed")):
         value = getattr(args, flag, None)
@@ -73,7 +73,7 @@ def _apply_shortcuts(args: argparse.Namespace) -> list[str]:
     return sets
 
 
-def _run_dir(args: argparse.Namespace, domain: Domain) -> Path:
+def run_dir_of(args: argparse.Namespace, domain: Domain) -> Path:
     if args.out is not None:
         return Path(args.out)
     return Path("runs") / f"{domain.name}-{args.verb}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -83,8 +83,8 @@ def cmd_pretrain(domain: Domain, args: argparse.Namespace) -> int:
     from maecore.models import create_model
     from maecore.tasks import TrainConfig, run_pretrain
 
-    cfg = load_config(domain.package, args.config, _apply_shortcuts(args))
-    run_dir = _run_dir(args, domain)
+    cfg = load_config(domain.package, args.config, config_overrides(args))
+    run_dir = run_dir_of(args, domain)
     dataset = domain.pretrain_dataset(cfg, args.data, args.skip_bad)
     name, kwargs = model_kwargs(cfg)
     model = create_model(name, **kwargs)
@@ -105,8 +105,8 @@ def cmd_finetune(domain: Domain, args: argparse.Namespace) -> int:
     from maecore.tasks import TrainConfig
     from maecore.tasks.finetune import run_finetune
 
-    cfg = load_config(domain.package, args.config, _apply_shortcuts(args))
-    run_dir = _run_dir(args, domain)
+    cfg = load_config(domain.package, args.config, config_overrides(args))
+    run_dir = run_dir_of(args, domain)
     model = load_pretrained(args.model)
     data = domain.labelled_data(cfg, args)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -128,14 +128,14 @@ def cmd_probe(domain: Domain, args: argparse.Namespace) -> int:
     from maecore.tasks.data import collate_dict
     from maecore.tasks.probe import compare_to_random
 
-    cfg = load_config(domain.package, args.config, _apply_shortcuts(args))
+    cfg = load_config(domain.package, args.config, config_overrides(args))
     model = load_pretrained(args.model)
     data = domain.labelled_data(cfg, args)
     loader = DataLoader(data.train, batch_size=int(cfg["train"].get("batch_size", 8)), collate_fn=collate_dict)
     y = [int(s["label"]) for s in data.train]  # type: ignore[attr-defined]
     result = compare_to_random(model, loader, y, groups=data.groups, seed=int(cfg["train"].get("seed", 0)),
                                probes=("linear", "knn", "svm"))
-    run_dir = _run_dir(args, domain)
+    run_dir = run_dir_of(args, domain)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "probe.json", json.dumps(result, indent=2, default=float))
     print(json.dumps(result, indent=2, default=float))
@@ -159,13 +159,13 @@ def cmd_reconstruct(domain: Domain, args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(domain: Domain, args: argparse.Namespace) -> int:
-    cfg = load_config(domain.package, args.config, _apply_shortcuts(args))
+    cfg = load_config(domain.package, args.config, config_overrides(args))
     print(json.dumps(domain.prepare(cfg, args), indent=2, default=str))
     return 0
 
 
 def cmd_check(domain: Domain, args: argparse.Namespace) -> int:
-    cfg = load_config(domain.package, args.config, _apply_shortcuts(args))
+    cfg = load_config(domain.package, args.config, config_overrides(args))
     paths = [args.data] if args.data else []
     n, problems = domain.check(paths, cfg)
     for p in problems:
@@ -213,15 +213,26 @@ COMMANDS: dict[str, Callable[[Domain, argparse.Namespace], int]] = {
 }
 
 
-def build_cli(domain: Domain) -> Callable[[Sequence[str] | None], int]:
-    """Return ``main(argv) -> exit code`` for a domain's console script."""
+def build_cli(
+    domain: Domain, commands: dict[str, Callable[[Domain, argparse.Namespace], int]] | None = None
+) -> Callable[[Sequence[str] | None], int]:
+    """Return ``main(argv) -> exit code`` for a domain's console script.
+
+    ``commands`` replaces the implementation of some verbs (``{"finetune": fn}``, ``fn(domain,
+    args) -> exit code``; :func:`config_overrides` and :func:`run_dir_of` give what the core's own
+    verbs use); the verbs, their arguments and the error handling stay the core's.
+    """
+    unknown = set(commands or {}) - set(COMMANDS)
+    if unknown:
+        raise ValueError(f"unknown verb(s) {sorted(unknown)}; the verbs are {', '.join(VERBS)}")
+    table = {**COMMANDS, **(commands or {})}
 
     def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(domain).parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
         try:
             domain.resolve_args(args.verb, args)
-            return COMMANDS[args.verb](domain, args)
+            return table[args.verb](domain, args)
         except (MAEError, ValueError, KeyError, NotImplementedError, FileNotFoundError) as err:
             if args.verbose:
                 raise
