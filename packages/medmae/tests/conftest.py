@@ -33,6 +33,17 @@ def shared_mri() -> Path:
     return SHARED / "TCGA-DU-7294"
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """``medmae pretrain --config tiny`` on the bundled sample (no --data), 8 steps; shared by the
+    CLI and segmentation tests (read-only: tests write their own outputs elsewhere)."""
+    from medmae.cli import main
+
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    assert main(["pretrain", "--config", "tiny", "--max-steps", "8", "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture
 def bundled_case() -> Path:
     return sample_case()

@@ -15,11 +15,9 @@ from medmae.cli import main
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """``medmae pretrain --config tiny`` on the bundled sample (no --data), 8 steps."""
-    out = tmp_path_factory.mktemp("pretrain") / "run"
-    assert main(["pretrain", "--config", "tiny", "--max-steps", "8", "--out", str(out)]) == 0
-    return out
+def run(tiny_run) -> Path:
+    """``medmae pretrain --config tiny`` on the bundled sample (no --data), 8 steps (conftest)."""
+    return tiny_run
 
 
 def test_pretrain_writes_the_run_folder(run):

@@ -1,8 +1,9 @@
 """medmae: multimodal brain-MRI masked autoencoders (after BM-MAE) on the maecore suite.
 
 Reads BraTS-style folders of NIfTI files (or a CSV manifest) in which a case may lack modalities,
-pretrains a per-modality-tokenised MAE with group-budget masking, and synthesises missing
-modalities back onto the input's grid.
+pretrains a per-modality-tokenised MAE with group-budget masking, synthesises missing
+modalities back onto the input's grid, and fine-tunes the encoder for classification or, with a
+UNETR-style decoder (:mod:`medmae.segmentation`), for voxel-wise segmentation.
 """
 
 from __future__ import annotations

@@ -244,12 +244,29 @@ def read_case(case: Case, modalities: Sequence[str] | None = None) -> dict[str, 
 
 def validate_case(case: Case) -> None:
     """Every check a case can fail: each file fully read (truncation, NaN, 4D) and a common grid."""
-    vols = read_case(case)
+    read_case(case)
     if case.seg is not None:
-        seg = read_volume(case.seg)
-        ref = next(iter(vols.values()))
-        if not same_grid(ref.shape, ref.affine, seg.shape, seg.affine):
-            how = grid_difference(ref.shape, ref.affine, seg.shape, seg.affine)
-            raise mismatch_error(case, Path(ref.path), case.seg, how)
-        if not np.allclose(seg.data, np.round(seg.data)) or seg.data.min() < 0:
-            raise DataError(case.seg, "a label volume of non-negative integer classes", "fractional or negative values")
+        read_label_volume(case)
+
+
+def read_label_volume(case: Case) -> Volume:
+    """The case's label volume, checked: on the grid of the case's images (shape and affine; the
+    message names the image and the label file) and holding non-negative integer class ids."""
+    if case.seg is None:
+        raise DataError(case.source or case.case_id, "a label volume (segmentation task)", "none for this case")
+    ref_path = next(iter(case.files.values()))
+    shape, affine = read_geometry(ref_path)
+    seg = read_volume(case.seg)
+    if not same_grid(shape, affine, seg.shape, seg.affine):
+        raise DataError(case.seg, "a label volume on the grid of the case's images (shape and affine)",
+                        f"{ref_path} and {case.seg} with {grid_difference(shape, affine, seg.shape, seg.affine)}")
+    data = seg.data
+    frac = np.abs(data - np.round(data)) > 1e-3
+    if frac.any():
+        v = float(data[frac].flat[0])
+        raise DataError(case.seg, "a label volume of integer class ids (0 background, 1, 2, ...)",
+                        f"non-integer values (e.g. {v:.4g} in {int(frac.sum())} voxels)")
+    if data.min() < 0:
+        raise DataError(case.seg, "a label volume of non-negative integer class ids",
+                        f"negative values (min {data.min():g})")
+    return seg

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from maecore.atomic import atomic_write_text
-from maecore.cli.app import build_cli
+from maecore.cli.app import build_cli, config_overrides, run_dir_of
 from maecore.cli.domain import Domain, LabelledData, Problem
 from maecore.errors import ConfigError, DataError
 from maecore.figures import reconstruct_batch
@@ -94,11 +94,12 @@ class MedDomain(Domain):
 
     def labelled_data(self, cfg: dict[str, Any], args: argparse.Namespace) -> LabelledData:
         """Labels from a CSV manifest (``data.label_column``) or label volumes (``data.task:
-        segmentation``); preprocessing follows the pretrained model's export (modalities, spacing,
-        crop size)."""
+        segmentation``, or ``auto`` when every case has one); preprocessing follows the pretrained
+        model's export (modalities, spacing, crop size)."""
         if not getattr(args, "data", None):
-            raise DataError(None, "--data with a CSV manifest holding a label column "
-                            "(the bundled sample has no labels)", "no --data")
+            raise DataError(None, "--data with a CSV manifest holding a label column, or cases with label "
+                            "volumes (<case>_seg.nii.gz) for segmentation (the bundled sample has no labels)",
+                            "no --data")
         meta = read_export_config(args.model).get("meta", {})
         cfg.setdefault("data", {}).update({k: meta[k] for k in ("modalities", "spacing", "roi_size") if k in meta})
         cfg["model"]["modalities"] = None
@@ -158,7 +159,40 @@ class MedDomain(Domain):
                 "default_spacing_mm": DataConfig().spacing, "default_roi": DataConfig().roi_size}
 
 
-main = build_cli(MedDomain())
+def cmd_finetune(domain: Domain, args: argparse.Namespace) -> int:
+    """``finetune`` as the core's, plus the UNETR head for segmentation (``finetune.seg_head``)."""
+    from maecore.config import dump_config, load_config
+    from maecore.models import load_pretrained
+    from maecore.tasks import TrainConfig
+    from maecore.tasks.finetune import run_finetune
+    from medmae.segmentation import SEG_HEADS, run_unetr_finetune
+
+    cfg = load_config(domain.package, args.config, config_overrides(args))
+    ft = dict(cfg.get("finetune", {}))
+    seg_head = str(ft.pop("seg_head", "unetr")).lower()
+    feature_size = int(ft.pop("unetr_feature_size", 16))
+    if seg_head not in SEG_HEADS:
+        raise ConfigError(f"finetune.seg_head must be one of {', '.join(SEG_HEADS)}, got {seg_head!r}")
+    run_dir = run_dir_of(args, domain)
+    model = load_pretrained(args.model)
+    data = domain.labelled_data(cfg, args)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    train_cfg = TrainConfig.from_dict(cfg.get("train", {}))
+    if data.task == "segmentation" and seg_head == "unetr":
+        summary = run_unetr_finetune(model, data.train, data.val, run_dir, train_cfg, data.n_classes, feature_size,
+                                     class_names=data.class_names, **ft)
+    else:
+        summary = run_finetune(model, data.train, data.val, run_dir, train_cfg, task=data.task,
+                               n_classes=data.n_classes, class_names=data.class_names, **ft)
+        if data.task == "segmentation":
+            summary["seg_head"] = "linear"
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=2, default=str))
+    return 0
+
+
+main = build_cli(MedDomain(), commands={"finetune": cmd_finetune})  # finetune: + the UNETR head
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,8 +9,9 @@ in memory or ``PersistentDataset`` on disk):
     -> NormalizeIntensityd (z-score over non-zero voxels, per modality) -> SpatialPadd (to the ROI)
 
 The random part runs per sample, seeded by ``(seed, index)`` so the k-th sample is the same in
-every run (exact resume): RandSpatialCropd (``roi_size``) and RandFlipd on each axis of
-``flip_axes``. Evaluation samples use a centre crop instead.
+every run (exact resume): RandSpatialCropd (``roi_size``; RandCropByPosNegLabeld with label
+volumes, half the crops centred on labelled voxels) and RandFlipd on each axis of ``flip_axes``.
+Evaluation samples use a centre crop instead.
 
 Sample dict: ``x`` float32 ``[G, *roi]`` (one channel per modality of ``modalities``; an absent
 modality's channel holds zeros that are never seen: ``group_pad`` marks it, and the tokenizer turns
@@ -37,6 +38,7 @@ from monai.transforms import (
     CropForegroundd,
     NormalizeIntensityd,
     Orientationd,
+    RandCropByPosNegLabeld,
     RandFlipd,
     RandSpatialCropd,
     Spacingd,
@@ -46,13 +48,13 @@ from monai.transforms import (
 from torch.utils.data import Dataset
 
 from maecore.errors import ConfigError, DataError
-from medmae.cases import Case, find_cases, read_case
-from medmae.io import read_volume
+from medmae.cases import Case, find_cases, read_case, read_label_volume
 from medmae.modalities import DEFAULT_MODALITIES, alias_table
 
 log = logging.getLogger(__name__)
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 CACHE_KINDS = ("memory", "disk", "none")
+TASKS = ("auto", "classification", "segmentation")
 
 
 @dataclass
@@ -69,7 +71,7 @@ class DataConfig:
     cache: str = "memory"
     cache_dir: str | None = None
     label_column: str | None = None
-    task: str = "classification"
+    task: str = "auto"
     val_fraction: float = 0.2
     seed: int = 0
 
@@ -98,8 +100,8 @@ class DataConfig:
             raise ConfigError(f"data.flip_prob must be in [0, 1], got {self.flip_prob}")
         if any(a not in (0, 1, 2) for a in self.flip_axes):
             raise ConfigError(f"data.flip_axes must be axes among 0, 1, 2, got {self.flip_axes}")
-        if self.task not in ("classification", "segmentation"):
-            raise ConfigError(f"data.task must be classification or segmentation, got {self.task!r}")
+        if self.task not in TASKS:
+            raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -152,7 +154,7 @@ class LoadCased(Transform):
         out["group_pad"] = torch.tensor([m not in vols for m in self.modalities])
         out["raw_stats"] = torch.tensor(stats, dtype=torch.float64)
         if case.seg is not None:
-            seg = read_volume(case.seg)
+            seg = read_label_volume(case)  # same grid as the images, integer classes
             out["seg"] = MetaTensor(torch.from_numpy(seg.data[None]), affine=affine.clone())
         else:
             out.pop("seg", None)
@@ -192,8 +194,15 @@ def preprocess_transforms(dc: DataConfig, with_seg: bool = False, pad_to_roi: bo
 
 
 def random_transforms(dc: DataConfig, with_seg: bool = False) -> Compose:
+    """Random crop and flips. With label volumes the crop is MONAI ``RandCropByPosNegLabeld``
+    (pos = neg = 1: half the crops are centred on a labelled voxel, half on background; a small
+    region would otherwise be missing from most crops and the model would learn to predict none)."""
     keys = ["image", "seg"] if with_seg else ["image"]
-    steps: list[Any] = [RandSpatialCropd(keys, roi_size=dc.roi_size, random_size=False)]
+    if with_seg:
+        steps: list[Any] = [RandCropByPosNegLabeld(keys, label_key="seg", spatial_size=dc.roi_size, pos=1, neg=1,
+                                                   num_samples=1, allow_smaller=True)]
+    else:
+        steps = [RandSpatialCropd(keys, roi_size=dc.roi_size, random_size=False)]
     steps += [RandFlipd(keys, prob=dc.flip_prob, spatial_axis=a) for a in dc.flip_axes]
     return Compose(steps)
 
@@ -358,6 +367,7 @@ class MRIDataset(Dataset):
         if self.train:
             self.random.set_random_state(seed=(self.dc.seed * 1_000_003 + i) % (2**32))
             d = self.random(d)
+            d = d[0] if isinstance(d, list) else d  # RandCropByPosNegLabeld gives a list of one crop
         else:
             d = self.center(d)
         return self._sample(case_index, d)

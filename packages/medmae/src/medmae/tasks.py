@@ -22,7 +22,7 @@ from torch import nn
 
 from maecore.atomic import atomic_path
 from maecore.errors import DataError
-from medmae.cases import Case, find_cases, scan_case_folder, validate_case
+from medmae.cases import Case, find_cases, read_label_volume, scan_case_folder, validate_case
 from medmae.data import DataConfig, MRIDataset
 from medmae.io import read_volume, same_grid, write_volume
 from medmae.metrics import psnr, ssim
@@ -107,26 +107,41 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], li
 
 
 def segmentation_classes(cases: Sequence[Case]) -> int:
-    """Number of classes of the label volumes: the largest label + 1 (at least 2)."""
+    """Number of classes of the label volumes: the largest label + 1 (at least 2). Every label
+    volume is checked here (grid of its case's images, integer classes) before any training."""
     top = 0
     for c in cases:
-        if c.seg is None:
-            raise DataError(c.source or c.case_id, "a label volume (segmentation task)", "none for this case")
-        top = max(top, int(read_volume(c.seg).data.max()))
+        top = max(top, int(read_label_volume(c).data.max()))
     return max(top + 1, 2)
+
+
+def resolve_task(cases: Sequence[Case], task: str) -> str:
+    """``data.task``, with ``auto``: classification when the cases carry CSV labels, else
+    segmentation when every case has a label volume (else classification, which then asks for labels)."""
+    if task != "auto":
+        return task
+    if any(v for c in cases for v in c.labels.values()):
+        return "classification"
+    return "segmentation" if cases and all(c.seg is not None for c in cases) else "classification"
 
 
 def labelled_datasets(cases: Sequence[Case], dc: DataConfig, all_for_probe: bool = False
                       ) -> tuple[MRIDataset, MRIDataset | None, int, list[str] | None]:
-    """``(train, val, n_classes, class_names)`` for ``dc.task``; ``all_for_probe`` puts every case,
+    """``(train, val, n_classes, class_names)`` for ``dc.task`` (``auto`` resolved by
+    :func:`resolve_task`; ``dc.task`` is set to the result); ``all_for_probe`` puts every case,
     centre-cropped, in ``train`` (a probe cross-validates itself)."""
+    dc.task = resolve_task(cases, dc.task)
     if dc.task == "segmentation":
-        labels, names, kept = None, None, list(cases)
+        kept = list(cases)
         n_classes = segmentation_classes(kept)
+        labels, names = None, [str(k) for k in range(n_classes)]
     else:
         kept, labels, names = labelled_cases(cases, dc.label_column)
         n_classes = len(names)
     with_seg = dc.task == "segmentation"
+    if all_for_probe and with_seg:
+        raise DataError(None, "class labels in a CSV manifest (probes classify cases)",
+                        "label volumes only (use `medmae finetune` for segmentation)")
     if all_for_probe:
         return MRIDataset(kept, dc, train=False, labels=labels, with_seg=with_seg), None, n_classes, names
     tr, va = split_indices(len(kept), dc.val_fraction, dc.seed)
