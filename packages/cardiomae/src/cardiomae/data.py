@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from cardiomae.io import read_recording
 from cardiomae.leads import lead_type
 from cardiomae.preprocess import LeadNorm, Prepared, PrepConfig, ecg_quality, prepare, window_starts
-from maecore.errors import DataError
+from maecore.errors import DataError, read_all
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +74,8 @@ def load_prepared(paths: Sequence[Path], cfg: PrepConfig, arrays: ArrayOptions |
     """Read and prepare every recording. Bad ones raise one DataError listing them all, or with
     ``skip_bad`` are printed and left out."""
     arrays = arrays or ArrayOptions()
-    good, bad = [], []
-    for p in paths:
-        try:
-            good.append(prepare(read_recording(p, arrays.fs, arrays.leads, arrays.units), cfg))
-        except DataError as err:
-            bad.append(err)
-    if bad and not skip_bad:
-        raise DataError(None, "only readable, usable recordings (use --skip-bad to skip bad ones)",
-                        f"{len(bad)} bad recording(s): " + "; ".join(str(e) for e in bad))
-    for err in bad:
-        print(f"skipped {err}")
-    if not good:
-        raise DataError(None, "at least one usable recording", "none left after skipping bad ones")
-    return good
+    return read_all(paths, lambda p: prepare(read_recording(p, arrays.fs, arrays.leads, arrays.units), cfg),
+                    skip_bad, noun="recording")
 
 
 def split_point(rec: Prepared, holdout_fraction: float) -> int:

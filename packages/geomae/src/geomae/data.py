@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from geomae.bands import Preset
 from geomae.io import EXTS, RasterInfo, info_of, open_raster, read_raster, read_window, valid_fraction
-from maecore.errors import DataError
+from maecore.errors import DataError, read_all
 
 
 def sample_dir() -> Path:
@@ -128,30 +128,19 @@ def open_sources(files: list[Path], preset: Preset, bands: list[str] | None, pat
                  skip_bad: bool = False) -> list[Source]:
     """Check every raster's header, bands and validity; one CRS for all. Bad files are reported
     together (or skipped with ``skip_bad``, and listed)."""
-    good, bad = [], []
-    for f in files:
-        try:
-            with open_raster(f) as src:
-                info = info_of(src)
-                if min(info.width, info.height) < patch:
-                    raise DataError(f, f"a raster of at least the patch size {patch}x{patch} pixels",
-                                    f"{info.height}x{info.width}")
-                bmap = band_map(info, preset, bands)
-                _, frac = valid_fraction(src)
-                if frac == 0.0:
-                    raise DataError(f, "at least one valid pixel", f"every pixel is nodata (nodata={info.nodata})")
-            good.append(Source(info, bmap))
-        except DataError as err:
-            bad.append(err)
-    if bad and not skip_bad:
-        if len(bad) == 1:
-            raise bad[0]
-        raise DataError(None, "only readable inputs (use --skip-bad to skip bad files)",
-                        f"{len(bad)} bad file(s): " + "; ".join(str(e) for e in bad))
-    for err in bad:
-        print(f"skipped {err}")
-    if not good:
-        raise DataError(None, "at least one good input", "none left after skipping bad files")
+    def source(f: Path) -> Source:
+        with open_raster(f) as src:
+            info = info_of(src)
+            if min(info.width, info.height) < patch:
+                raise DataError(f, f"a raster of at least the patch size {patch}x{patch} pixels",
+                                f"{info.height}x{info.width}")
+            bmap = band_map(info, preset, bands)
+            _, frac = valid_fraction(src)
+            if frac == 0.0:
+                raise DataError(f, "at least one valid pixel", f"every pixel is nodata (nodata={info.nodata})")
+        return Source(info, bmap)
+
+    good = read_all(files, source, skip_bad)
     first = good[0].info
     for s in good[1:]:
         if s.info.crs != first.crs:

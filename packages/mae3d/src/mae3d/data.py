@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mae3d.io import EXTS, read_grid_or_shape, read_points
-from maecore.errors import DataError
+from maecore.errors import DataError, read_all
 
 
 def sample_dir() -> Path:
@@ -40,20 +40,7 @@ def expand(data: str | None) -> list[Path]:
 
 def load_all(files: list[Path], reader: Callable[[Path], dict[str, Any]], skip_bad: bool) -> list[dict[str, Any]]:
     """Read every file; bad files are collected and reported together (or skipped, and listed)."""
-    good, bad = [], []
-    for f in files:
-        try:
-            good.append(reader(f))
-        except DataError as err:
-            bad.append(err)
-    if bad and not skip_bad:
-        raise DataError(None, "only readable inputs (use --skip-bad to skip bad files)",
-                        f"{len(bad)} bad file(s): " + "; ".join(str(e) for e in bad))
-    for err in bad:
-        print(f"skipped {err}")
-    if not good:
-        raise DataError(None, "at least one good input", "none left after skipping bad files")
-    return good
+    return read_all(files, reader, skip_bad)
 
 
 def labels_for(files: list[Path], labels_csv: str | None) -> list[str]:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class MAEError(Exception):
@@ -44,3 +49,27 @@ def missing_extra(module: str, package: str, extra: str) -> ImportError:
         f"{module} is needed for this and is not installed; install it with "
         f"`pip install '{package}[{extra}]'`"
     )
+
+
+def read_all(items: Iterable[T], read: Callable[[T], R], skip_bad: bool = False, noun: str = "file",
+             where: str | os.PathLike[str] | None = None, found_bad: Iterable[DataError] = ()) -> list[R]:
+    """``read(item)`` for every item, the way every domain loads a dataset: each DataError is kept;
+    unless ``skip_bad`` one DataError then lists them all (so one bad file is reported, never
+    silently dropped), else each is printed as ``skipped bad <noun>: ...`` and left out.
+    ``found_bad``: DataErrors met before reading (e.g. while discovering cases). An empty result
+    is an error either way."""
+    good: list[R] = []
+    bad = list(found_bad)
+    for item in items:
+        try:
+            good.append(read(item))
+        except DataError as err:
+            bad.append(err)
+    if bad and not skip_bad:
+        raise DataError(where, f"only readable {noun}s (--skip-bad skips the bad ones and lists them)",
+                        f"{len(bad)} bad {noun}(s): " + "; ".join(str(e) for e in bad))
+    for err in bad:
+        print(f"skipped bad {noun}: {err}")
+    if not good:
+        raise DataError(where, f"at least one good {noun}", f"none left after skipping {len(bad)} bad {noun}(s)")
+    return good

@@ -47,7 +47,7 @@ from monai.transforms import (
 )
 from torch.utils.data import Dataset
 
-from maecore.errors import ConfigError, DataError
+from maecore.errors import ConfigError, DataError, read_all
 from medmae.cases import Case, find_cases, read_case, read_label_volume
 from medmae.modalities import DEFAULT_MODALITIES, alias_table
 
@@ -413,18 +413,9 @@ def load_dataset_cases(path: str | os.PathLike[str], dc: DataConfig, skip_bad: b
     from medmae.cases import check_case_geometry
 
     cases, problems = find_cases(path, dc.modalities, dc.modality_map)
-    good = []
-    for c in cases:
-        try:
-            check_case_geometry(c)
-            good.append(c)
-        except DataError as err:
-            problems.append(err)
-    if problems and not skip_bad:
-        raise DataError(path, "only good cases (run `medmae check` for details, or --skip-bad to skip them)",
-                        f"{len(problems)} bad case(s): " + "; ".join(str(e) for e in problems))
-    for err in problems:
-        print(f"skipped bad case: {err}")
-    if not good:
-        raise DataError(path, "at least one good case", "none left after skipping bad cases")
-    return good
+
+    def checked(case: Case) -> Case:
+        check_case_geometry(case)
+        return case
+
+    return read_all(cases, checked, skip_bad, noun="case", where=path, found_bad=problems)

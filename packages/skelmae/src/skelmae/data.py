@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from maecore.errors import DataError
+from maecore.errors import DataError, read_all
 from skelmae.io import EXTS, read_sequences
 from skelmae.topology import Topology
 
@@ -177,28 +177,14 @@ def clip_of(seq: dict[str, Any], start: int, length: int) -> dict[str, Any]:
 
 def load_sequences(files: Sequence[Path], cfg_data: dict[str, Any], skip_bad: bool = False) -> list[dict[str, Any]]:
     """Read and prepare every sequence; bad files are reported together (or skipped, and listed)."""
-    good, bad = [], []
-    for f in files:
-        try:
-            for m in read_sequences(
-                f,
-                cfg_data.get("topology"),
-                cfg_data.get("source_fps"),
-                bool(cfg_data.get("allow_unsafe_pickle", False)),
-            ):
-                good.append(prepare_motion(m, float(cfg_data["fps"]), bool(cfg_data.get("view_normalise", False))))
-        except DataError as err:
-            bad.append(err)
-    if bad and not skip_bad:
-        raise DataError(
-            None,
-            "only readable inputs (use --skip-bad to skip bad files)",
-            f"{len(bad)} bad file(s): " + "; ".join(str(e) for e in bad),
-        )
-    for err in bad:
-        print(f"skipped {err}")
+    def sequences(f: Path) -> list[dict[str, Any]]:  # a pyskl file may hold several
+        return [prepare_motion(m, float(cfg_data["fps"]), bool(cfg_data.get("view_normalise", False)))
+                for m in read_sequences(f, cfg_data.get("topology"), cfg_data.get("source_fps"),
+                                        bool(cfg_data.get("allow_unsafe_pickle", False)))]
+
+    good = [seq for per_file in read_all(files, sequences, skip_bad) for seq in per_file]
     if not good:
-        raise DataError(None, "at least one good input", "none left after skipping bad files")
+        raise DataError(None, "at least one sequence", "none in the readable files")
     joints = {s["topology"].joint_names for s in good}
     if len(joints) > 1:
         raise DataError(None, "one joint layout across the dataset", f"{len(joints)} different topologies")

@@ -21,7 +21,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from maecore.atomic import atomic_path
 from maecore.cli.app import build_cli
 from maecore.cli.domain import Domain, LabelledData, Problem
-from maecore.errors import DataError
+from maecore.errors import DataError, read_all
 from maecore.figures import plot_reconstruction_2d, reconstruct_batch
 from maecore.sample import ImageChips, read_image_array, sample_path
 from maecore.tasks.data import collate_dict
@@ -78,22 +78,7 @@ class ImageDomain(Domain):
         return 0, h - held
 
     def _read_all(self, paths: list[Path], skip_bad: bool) -> list[dict[str, Any]]:
-        arrays, bad = [], []
-        for p in paths:
-            try:
-                arrays.append(read_image_array(p))
-            except DataError as err:
-                bad.append(err)
-        if bad and not skip_bad:
-            raise DataError(
-                None, "only readable image arrays (use --skip-bad to skip bad files)",
-                f"{len(bad)} bad file(s): " + "; ".join(str(e) for e in bad),
-            )
-        for err in bad:
-            print(f"skipped {err}")
-        if not arrays:
-            raise DataError(None, "at least one good image array", "none left after skipping bad files")
-        return arrays
+        return read_all(paths, read_image_array, skip_bad, noun="image array")
 
     def pretrain_dataset(self, cfg: dict[str, Any], data: str | None, skip_bad: bool) -> Dataset:
         """Chips from the rows above each image's held-out bottom strip (``data.holdout_fraction``)."""

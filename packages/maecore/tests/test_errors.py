@@ -1,0 +1,48 @@
+"""DataError formatting and read_all, the one way every domain loads a dataset with bad files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from maecore.errors import DataError, read_all
+from maecore.sample import read_image_array, sample_path
+
+
+def test_data_error_names_file_expected_found_and_pickles():
+    err = DataError("a/b.tif", "3 bands", "4 bands")
+    assert str(err) == "a/b.tif: expected 3 bands, found 4 bands"
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
+    assert str(DataError(None, "x", "y")) == "expected x, found y"
+
+
+def _files(tmp_path: Path) -> list[Path]:
+    good = tmp_path / "good.npz"
+    good.write_bytes(sample_path().read_bytes())
+    (tmp_path / "cut.npz").write_bytes(sample_path().read_bytes()[:100])
+    (tmp_path / "text.npy").write_text("not numpy")
+    return [good, tmp_path / "cut.npz", tmp_path / "text.npy"]
+
+
+def test_read_all_reports_every_bad_file_unless_told_to_skip(tmp_path: Path, capsys):
+    files = _files(tmp_path)
+    with pytest.raises(DataError, match=r"expected only readable files .*found 2 bad file\(s\): .*cut\.npz: .*; "
+                                        r".*text\.npy: "):
+        read_all(files, read_image_array)
+    good = read_all(files, read_image_array, skip_bad=True)
+    assert [g["path"] for g in good] == [str(files[0])]
+    out = capsys.readouterr().out
+    assert out.count("skipped bad file: ") == 2 and "cut.npz" in out and "text.npy" in out
+
+
+def test_read_all_with_earlier_problems_and_nothing_left(tmp_path: Path, capsys):
+    files = _files(tmp_path)
+    earlier = DataError(tmp_path / "case9", "a case folder with images", "an empty folder")
+    with pytest.raises(DataError, match=r"data: expected only readable cases .*3 bad case\(s\): .*case9"):
+        read_all(files, read_image_array, noun="case", where="data", found_bad=[earlier])
+    with pytest.raises(DataError, match=r"expected at least one good file, found none left after skipping 2 bad"):
+        read_all(files[1:], read_image_array, skip_bad=True)
+    with pytest.raises(DataError, match="at least one good file, found none left after skipping 0 bad"):
+        read_all([], read_image_array)
