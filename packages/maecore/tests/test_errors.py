@@ -46,3 +46,18 @@ def test_read_all_with_earlier_problems_and_nothing_left(tmp_path: Path, capsys)
         read_all(files[1:], read_image_array, skip_bad=True)
     with pytest.raises(DataError, match="at least one good file, found none left after skipping 0 bad"):
         read_all([], read_image_array)
+
+
+def test_expand_paths_folder_glob_single_default_and_nothing(tmp_path: Path):
+    from maecore.paths import expand_paths
+
+    (tmp_path / "sub").mkdir()
+    for name in ("a.NPZ", "sub/b.npy", "c.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in expand_paths(tmp_path, (".npz", ".npy"), [], "arrays")] == ["a.NPZ", "b.npy"]
+    assert [p.name for p in expand_paths(str(tmp_path / "*.txt"), (".npz",), [], "arrays")] == ["c.txt"]
+    assert expand_paths(tmp_path / "missing.npz", (".npz",), [], "arrays") == [tmp_path / "missing.npz"]
+    assert expand_paths(None, (".npz",), [sample_path()], "arrays") == [sample_path()]
+    with pytest.raises(DataError, match=r"empty: expected arrays \(\.npz, \.npy\), found no files"):
+        (tmp_path / "empty").mkdir()
+        expand_paths(tmp_path / "empty", (".NPZ", ".npy"), [], "arrays")

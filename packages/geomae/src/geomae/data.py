@@ -11,7 +11,6 @@ Sample dict of every dataset here (model channel order = the preset's bands, gro
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from torch.utils.data import Dataset
 from geomae.bands import Preset
 from geomae.io import EXTS, RasterInfo, info_of, open_raster, read_raster, read_window, valid_fraction
 from maecore.errors import DataError, read_all
+from maecore.paths import expand_paths
 
 
 def sample_dir() -> Path:
@@ -34,19 +34,7 @@ def sample_dir() -> Path:
 
 def expand(data: str | os.PathLike[str] | None, default: str = "landsat_rgb.tif") -> list[Path]:
     """Rasters of a file, folder (recursive) or glob; ``None`` = the bundled sample raster."""
-    if data is None:
-        return [sample_dir() / default]
-    text = str(data)
-    p = Path(text)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTS)
-    elif any(c in text for c in "*?["):
-        files = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
-    else:
-        files = [p]
-    if not files:
-        raise DataError(text, f"raster files ({', '.join(EXTS)})", "no files")
-    return files
+    return expand_paths(data, EXTS, [sample_dir() / default], "raster files")
 
 
 # ---------------------------------------------------------------------------------- band mapping

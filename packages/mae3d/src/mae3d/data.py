@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import glob
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch.utils.data import Dataset
 
 from mae3d.io import EXTS, read_grid_or_shape, read_points
 from maecore.errors import DataError, read_all
+from maecore.paths import expand_paths
 
 
 def sample_dir() -> Path:
@@ -23,19 +23,8 @@ def sample_dir() -> Path:
 
 def expand(data: str | None) -> list[Path]:
     """Files of a path, folder (recursive) or glob; ``None`` = the bundled YCB sample."""
-    if data is None:
-        root = sample_dir() / "ycb"
-        return sorted(root.rglob("*.ply"))
-    p = Path(data)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTS)
-    elif any(c in data for c in "*?["):
-        files = sorted(Path(f) for f in glob.glob(data, recursive=True))
-    else:
-        files = [p]
-    if not files:
-        raise DataError(data, f"mesh or point files ({', '.join(EXTS)})", "no files")
-    return files
+    default = sorted((sample_dir() / "ycb").rglob("*.ply")) if data is None else []
+    return expand_paths(data, EXTS, default, "mesh or point files")
 
 
 def load_all(files: list[Path], reader: Callable[[Path], dict[str, Any]], skip_bad: bool) -> list[dict[str, Any]]:

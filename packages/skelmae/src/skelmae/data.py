@@ -16,7 +16,6 @@ invalid: padding tokens, never repeated frames.
 from __future__ import annotations
 
 import csv
-import glob
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from maecore.errors import DataError, read_all
+from maecore.paths import expand_paths
 from skelmae.io import EXTS, read_sequences
 from skelmae.topology import Topology
 
@@ -41,18 +41,8 @@ def sample_labels() -> Path:
 
 def expand(data: str | None) -> list[Path]:
     """Files of a path, folder (recursive) or glob; ``None`` = the bundled CMU sample."""
-    if data is None:
-        return sorted((sample_dir() / "cmu_mb2010").glob("*.bvh"))
-    p = Path(data)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTS)
-    elif any(c in data for c in "*?["):
-        files = sorted(Path(f) for f in glob.glob(data, recursive=True))
-    else:
-        files = [p]
-    if not files:
-        raise DataError(data, f"skeleton files ({', '.join(EXTS)})", "no files")
-    return files
+    default = sorted((sample_dir() / "cmu_mb2010").glob("*.bvh")) if data is None else []
+    return expand_paths(data, EXTS, default, "skeleton files")
 
 
 # ---------------------------------------------------------------------------- preprocessing

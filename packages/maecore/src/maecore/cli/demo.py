@@ -9,7 +9,6 @@ held-out chips. Domain packages (geomae, medmae, ...) provide the same verbs for
 from __future__ import annotations
 
 import argparse
-import glob
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from maecore.cli.app import build_cli
 from maecore.cli.domain import Domain, LabelledData, Problem
 from maecore.errors import DataError, read_all
 from maecore.figures import plot_reconstruction_2d, reconstruct_batch
+from maecore.paths import expand_paths
 from maecore.sample import ImageChips, read_image_array, sample_path
 from maecore.tasks.data import collate_dict
 
@@ -44,18 +44,8 @@ class _Cloudy(Dataset):
 
 
 def _expand(data: str | None) -> list[Path]:
-    if data is None:
-        return [sample_path()]
-    p = Path(data)
-    if p.is_dir():
-        files = sorted([*p.glob("*.npz"), *p.glob("*.npy")])
-    elif any(ch in data for ch in "*?["):
-        files = sorted(Path(f) for f in glob.glob(data))
-    else:
-        files = [p]
-    if not files:
-        raise DataError(data, "image arrays (.npz with key 'image', or .npy [C, H, W])", "no files")
-    return files
+    return expand_paths(data, (".npz", ".npy"), [sample_path()],
+                        "image arrays (.npz with key 'image', or .npy [C, H, W])")
 
 
 class ImageDomain(Domain):
