@@ -61,3 +61,21 @@ def test_expand_paths_folder_glob_single_default_and_nothing(tmp_path: Path):
     with pytest.raises(DataError, match=r"empty: expected arrays \(\.npz, \.npy\), found no files"):
         (tmp_path / "empty").mkdir()
         expand_paths(tmp_path / "empty", (".NPZ", ".npy"), [], "arrays")
+
+
+def test_labels_from_csv_relative_absolute_by_name_and_errors(tmp_path: Path):
+    from maecore.paths import labels_from_csv
+
+    (tmp_path / "walk").mkdir()
+    files = [tmp_path / "walk" / "a.bvh", tmp_path / "b.bvh", tmp_path / "elsewhere" / "c.bvh"]
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"file,label\nwalk/a.bvh,walk\n{tmp_path / 'b.bvh'},run\nold/place/c.bvh,jump\n")
+    assert labels_from_csv(files, csv) == ["walk", "run", "jump"]
+    with pytest.raises(DataError, match=r"labels\.csv: expected a label for every clip, found no label for "
+                                        r"\['.*d\.bvh'\]"):
+        labels_from_csv([tmp_path / "d.bvh"], csv, "clip")
+    (tmp_path / "bad.csv").write_text("path,class\nx,y\n")
+    with pytest.raises(DataError, match=r"bad\.csv: expected a CSV with columns 'file' and 'label', found columns"):
+        labels_from_csv(files, tmp_path / "bad.csv")
+    with pytest.raises(DataError, match=r"none\.csv: expected a labels CSV with columns file,label, found nothing"):
+        labels_from_csv(files, tmp_path / "none.csv")

@@ -10,7 +10,6 @@ Sample dict of every dataset here (model channel order = the preset's bands, gro
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from torch.utils.data import Dataset
 from geomae.bands import Preset
 from geomae.io import EXTS, RasterInfo, info_of, open_raster, read_raster, read_window, valid_fraction
 from maecore.errors import DataError, read_all
-from maecore.paths import expand_paths
+from maecore.paths import expand_paths, labels_from_csv
 
 
 def sample_dir() -> Path:
@@ -303,20 +302,7 @@ def labels_for(files: list[Path], labels_csv: str | None) -> list[str]:
     """Labels from a CSV (columns ``file,label``; paths relative to the CSV) or the parent folder."""
     if labels_csv is None:
         return [f.parent.name for f in files]
-    p = Path(labels_csv)
-    if not p.is_file():
-        raise DataError(p, "a labels CSV with columns file,label", "nothing at that path")
-    table: dict[str, str] = {}
-    with open(p, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-            raise DataError(p, "a CSV with columns 'file' and 'label'", f"columns {reader.fieldnames}")
-        for row in reader:
-            table[str((p.parent / row["file"]).resolve())] = row["label"]
-    missing = [str(f) for f in files if str(f.resolve()) not in table]
-    if missing:
-        raise DataError(p, "a label for every chip", f"no label for {missing[:3]}")
-    return [table[str(f.resolve())] for f in files]
+    return labels_from_csv(files, labels_csv, "chip")
 
 
 def fit_chip(x: np.ndarray, v: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

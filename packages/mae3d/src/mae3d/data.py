@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -14,7 +13,7 @@ from torch.utils.data import Dataset
 
 from mae3d.io import EXTS, read_grid_or_shape, read_points
 from maecore.errors import DataError, read_all
-from maecore.paths import expand_paths
+from maecore.paths import expand_paths, labels_from_csv
 
 
 def sample_dir() -> Path:
@@ -37,18 +36,7 @@ def labels_for(files: list[Path], labels_csv: str | None) -> list[str]:
     each file's parent folder name (``class/object.ply``)."""
     if labels_csv is None:
         return [f.parent.name for f in files]
-    table: dict[str, str] = {}
-    base = Path(labels_csv).parent
-    with open(labels_csv, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-            raise DataError(labels_csv, "a CSV with columns 'file' and 'label'", f"columns {reader.fieldnames}")
-        for row in reader:
-            table[str((base / row["file"]).resolve())] = row["label"]
-    missing = [str(f) for f in files if str(f.resolve()) not in table]
-    if missing:
-        raise DataError(labels_csv, "a label for every input file", f"no label for {missing[:3]}")
-    return [table[str(f.resolve())] for f in files]
+    return labels_from_csv(files, labels_csv)
 
 
 class PointClouds(Dataset):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import glob
 import os
 from collections.abc import Iterable
@@ -30,3 +31,34 @@ def expand_paths(data: str | os.PathLike[str] | None, extensions: Iterable[str],
     if not files:
         raise DataError(text, f"{kind} ({', '.join(exts)})", "no files")
     return files
+
+
+def labels_from_csv(paths: Iterable[str | os.PathLike[str]], labels_csv: str | os.PathLike[str],
+                    what: str = "input file") -> list[str]:
+    """A label per path from a CSV with columns ``file,label``: ``file`` relative to the CSV's
+    folder or absolute, else matched by bare file name (when that name is unique in the CSV).
+    A missing CSV, missing columns or a path without a label is a DataError naming the CSV."""
+    csv_path = Path(labels_csv)
+    if not csv_path.is_file():
+        raise DataError(csv_path, "a labels CSV with columns file,label", "nothing at that path")
+    by_path: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
+            raise DataError(csv_path, "a CSV with columns 'file' and 'label'", f"columns {reader.fieldnames}")
+        for row in reader:
+            by_path[str((csv_path.parent / row["file"]).resolve())] = row["label"]
+            by_name.setdefault(Path(row["file"]).name, []).append(row["label"])
+    labels, missing = [], []
+    for p in map(Path, paths):
+        label = by_path.get(str(p.resolve()))
+        if label is None and len(by_name.get(p.name, [])) == 1:
+            label = by_name[p.name][0]
+        if label is None:
+            missing.append(str(p))
+        labels.append(label)
+    if missing:
+        raise DataError(csv_path, f"a label for every {what}", f"no label for {missing[:3]}"
+                        + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+    return labels  # type: ignore[return-value]

@@ -15,7 +15,6 @@ invalid: padding tokens, never repeated frames.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from maecore.errors import DataError, read_all
-from maecore.paths import expand_paths
+from maecore.paths import expand_paths, labels_from_csv
 from skelmae.io import EXTS, read_sequences
 from skelmae.topology import Topology
 
@@ -189,22 +188,7 @@ def labels_for(seqs: Sequence[dict[str, Any]], labels_csv: str | None) -> list[s
         if missing:
             raise DataError(missing[0], "a label (give a labels CSV with columns file,label)", "none")
         return [str(s["label"]) for s in seqs]
-    table: dict[str, str] = {}
-    base = Path(labels_csv).parent
-    with open(labels_csv, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-            raise DataError(labels_csv, "a CSV with columns 'file' and 'label'", f"columns {reader.fieldnames}")
-        for row in reader:
-            table[str((base / row["file"]).resolve())] = row["label"]
-            table.setdefault(Path(row["file"]).name, row["label"])
-    out = []
-    for s in seqs:
-        label = table.get(str(Path(s["path"]).resolve()), table.get(Path(s["path"]).name))
-        if label is None:
-            raise DataError(labels_csv, "a label for every input file", f"no label for {s['path']}")
-        out.append(label)
-    return out
+    return labels_from_csv([s["path"] for s in seqs], labels_csv)
 
 
 class SkeletonClips(Dataset):
