@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from benchlib import time_limit
 from torch.utils.data import DataLoader
 
 from cardiomae.data import Beats, Labelled, Windows, load_prepared, sample_dir
@@ -47,15 +47,6 @@ RECORDS = ("100", "s0010_re", "a103l", "v102s", "03700181")
 HOLDOUT = 0.25
 TASKS = {"100": (["MLII"], ["V5"]), "s0010_re": (["I", "II", "III", "aVR", "aVL", "aVF"],
                                                 ["V1", "V2", "V3", "V4", "V5", "V6"])}
-
-
-class TimeLimit(Callback):
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.t0 = seconds, time.perf_counter()
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if time.perf_counter() - self.t0 > self.seconds:
-            trainer.should_stop = True
 
 
 def data_dir() -> Path:
@@ -193,7 +184,7 @@ def main() -> None:
     tc = TrainConfig.from_dict({**cfg["train"], "max_steps": 10**6, "progress": False, "ckpt_every": 10**6,
                                 "accelerator": "cpu", "log_every": 50})
     with tempfile.TemporaryDirectory() as run:
-        summary = run_pretrain(model, ds, run, tc, callbacks=[TimeLimit(minutes * 60)], logger=False)
+        summary = run_pretrain(model, ds, run, tc, callbacks=[time_limit(minutes * 60)], logger=False)
     results["pretrain"] = {k: summary[k] for k in ("steps", "wall_s", "samples_per_s", "final_loss")}
     model.eval()
     results["synthesis_heldout"] = synthesis_scores(model, raw)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
-from lightning.pytorch.callbacks import Callback
+from benchlib import time_limit
 from torch.utils.data import DataLoader
 
 from geomae.bands import get_preset
@@ -41,15 +41,6 @@ GEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "geo"
 if not GEO.is_dir():
     GEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "geo"
 RGB = get_preset("landsat7_rgb")
-
-
-class TimeLimit(Callback):
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.t0 = seconds, time.perf_counter()
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if time.perf_counter() - self.t0 > self.seconds:
-            trainer.should_stop = True
 
 
 def write_part(src_path: Path, out: Path, rows: slice, tiles: int = 1) -> Path:
@@ -154,7 +145,7 @@ def main() -> None:
     ds = RasterChips(sources, 64, 32, stats, 0.5)
     cfg = TrainConfig(max_steps=10**6, batch_size=16, lr=1e-3, warmup_steps=50, progress=False, accelerator="cpu",
                       ckpt_every=10**6)
-    summary = run_pretrain(model, ds, tmp / "run", cfg, callbacks=[TimeLimit(seconds)], logger=False)
+    summary = run_pretrain(model, ds, tmp / "run", cfg, callbacks=[time_limit(seconds)], logger=False)
     held_ds = RasterChips(open_sources([held], RGB, None, 8), 64, 64, stats, 0.9, jitter=False)
     model.eval()
     results["pretrain"] = {k: summary[k] for k in ("steps", "wall_s", "samples_per_s", "final_loss")}

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from benchlib import time_limit, time_train_step
 from torch.utils.data import DataLoader, Subset
 
 from mae3d.data import PointClouds, expand, labels_for
@@ -31,15 +30,6 @@ from maecore.models import create_model
 from maecore.tasks import TrainConfig, run_pretrain
 from maecore.tasks.data import collate_dict
 from maecore.tasks.probe import compare_to_random
-
-
-class TimeLimit(Callback):
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.t0 = seconds, time.perf_counter()
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if time.perf_counter() - self.t0 > self.seconds:
-            trainer.should_stop = True
 
 
 def masked_chamfer_vs_baseline(model, clouds: torch.Tensor, seeds: int = 5) -> dict[str, float]:
@@ -80,25 +70,10 @@ def point_ops_table(sizes: list[int]) -> list[dict]:
 
 def train_throughput(name: str, n_points: int, batch: int, steps: int) -> dict:
     torch.manual_seed(0)
-    model = create_model(name)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, n_points, 3)
     x = x / x.norm(dim=-1, keepdim=True).amax(1, keepdim=True)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
-    for _ in range(steps + 1):
-        t = time.perf_counter()
-        out = model({"points": x})
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    step = float(np.median(times[1:]))
-    return {"model": name, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-            "batch": batch, "n_points": n_points, "step_s": round(step, 3),
-            "samples_per_s": round(batch / step, 2),
-            "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "rss_growth_MB": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1)}
+    r = time_train_step(create_model(name), {"points": x}, steps)
+    return {"model": name, "batch": batch, "n_points": n_points, **r, "samples_per_s": round(batch / r["step_s"], 2)}
 
 
 def main() -> None:
@@ -123,7 +98,7 @@ def main() -> None:
     cfg = TrainConfig(max_steps=10**6, batch_size=8, lr=1e-3, warmup_steps=50, progress=False, log_every=50,
                       ckpt_every=10**6, accelerator="cpu")
     with tempfile.TemporaryDirectory() as run:
-        summary = run_pretrain(model, Subset(ds, train_idx), run, cfg, callbacks=[TimeLimit(minutes * 60)])
+        summary = run_pretrain(model, Subset(ds, train_idx), run, cfg, callbacks=[time_limit(minutes * 60)])
     results["pretrain"] = {k: summary[k] for k in ("steps", "wall_s", "samples_per_s", "final_loss")}
     held_clouds = torch.stack([ds[i]["points"] for i in held])
     results["heldout_masked_chamfer_l2"] = masked_chamfer_vs_baseline(model, held_clouds)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from benchlib import time_limit
 from torch.utils.data import DataLoader
 
 from maecore.config import load_config
@@ -55,15 +55,6 @@ from medmae.synthesis import synthesise_array
 MODS = ["t1", "t1ce", "t2", "flair"]
 HAVE, WANT = ["t1", "t2", "flair"], "t1ce"
 SPLIT_AXIS, TRAIN_FRACTION = 1, 0.6  # axis 1 of the RAS volume: posterior -> anterior
-
-
-class TimeLimit(Callback):
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.t0 = seconds, time.perf_counter()
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if time.perf_counter() - self.t0 > self.seconds:
-            trainer.should_stop = True
 
 
 def shared_case() -> Path | None:
@@ -90,7 +81,7 @@ def pretrain(minutes: float, run_dir: Path) -> tuple[torch.nn.Module, MRIDataset
     model = create_model(cfg["model"]["name"], **{k: v for k, v in cfg["model"].items() if k != "name"})
     model.meta = {"modalities": MODS, "spacing": dc.spacing, "roi_size": dc.roi_size}
     summary = run_pretrain(model, train, run_dir, TrainConfig.from_dict(cfg["train"]),
-                           callbacks=[TimeLimit(minutes * 60)], logger=True)
+                           callbacks=[time_limit(minutes * 60)], logger=True)
     return model.eval(), train, summary
 
 

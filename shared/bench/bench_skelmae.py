@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from benchlib import time_limit, time_train_step
 from torch.utils.data import DataLoader
 
 from maecore.models import create_model
@@ -36,15 +35,6 @@ from skelmae.io import read_bvh, read_ntu
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "skeleton"
 MM_PER_CMU_UNIT = 56.4
-
-
-class TimeLimit(Callback):
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.t0 = seconds, time.perf_counter()
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if time.perf_counter() - self.t0 > self.seconds:
-            trainer.should_stop = True
 
 
 def interpolate_hidden(x: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -107,30 +97,9 @@ def write_ntu_copies(files: list[Path], folder: Path) -> list[Path]:
 
 def train_throughput(name: str, clip_len: int, batch: int, steps: int) -> dict:
     torch.manual_seed(0)
-    model = create_model(name)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, clip_len, 31, 3)
-    b = {"x": x, "valid": torch.ones(batch, clip_len, 31, dtype=torch.bool)}
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
-    for _ in range(steps + 1):
-        t = time.perf_counter()
-        out = model(b)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    step = float(np.median(times[1:]))
-    return {
-        "model": name,
-        "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "batch": batch,
-        "clip_len": clip_len,
-        "step_s": round(step, 3),
-        "samples_per_s": round(batch / step, 1),
-        "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "rss_growth_MB": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1),
-    }
+    b = {"x": torch.randn(batch, clip_len, 31, 3), "valid": torch.ones(batch, clip_len, 31, dtype=torch.bool)}
+    r = time_train_step(create_model(name), b, steps)
+    return {"model": name, "batch": batch, "clip_len": clip_len, **r, "samples_per_s": round(batch / r["step_s"], 1)}
 
 
 def main() -> None:
@@ -170,7 +139,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as run:
         summary = run_pretrain(
-            model, SkeletonClips(train, a.clip_len, 8, jitter=True), run, cfg, callbacks=[TimeLimit(minutes * 60)]
+            model, SkeletonClips(train, a.clip_len, 8, jitter=True), run, cfg, callbacks=[time_limit(minutes * 60)]
         )
     results["pretrain"] = {k: summary[k] for k in ("steps", "wall_s", "samples_per_s", "final_loss")}
     results["mask"] = dict(model.mask_cfg)
