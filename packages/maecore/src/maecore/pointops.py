@@ -64,9 +64,19 @@ def _pick(requested: str) -> str:
     return backend() if requested == "auto" else requested
 
 
+def _use_pytorch3d(backend: str, *clouds: Tensor) -> bool:
+    """Whether this call goes to pytorch3d. Its CPU kernels take float32 only (float64 raises
+    "expected scalar type Float but found Double"): under ``"auto"`` float64 clouds take the exact
+    torch path; an explicit ``"pytorch3d"`` casts them to float32 (see :func:`_f32`)."""
+    chosen = _pick(backend)
+    if chosen != "pytorch3d":
+        return False
+    return backend == "pytorch3d" or not any(c.dtype == torch.float64 for c in clouds)
+
+
 def _f32(x: Tensor) -> Tensor:
-    """pytorch3d's kernels take float32 (and float64), not 16-bit floats."""
-    return x.float() if x.dtype in _HALF else x
+    """pytorch3d's kernels take float32: 16-bit floats, and float64 on the CPU, are cast."""
+    return x.float() if x.dtype in _HALF or (x.dtype == torch.float64 and x.device.type == "cpu") else x
 
 
 # --------------------------------------------------------------------------- validation
@@ -253,7 +263,7 @@ def knn(
     _check_pair("query", query, "points", points)
     k = _check_count("k", k, points.shape[1])
     chunk = _check_chunk(chunk, query.device)
-    if _pick(backend) == "pytorch3d":
+    if _use_pytorch3d(backend, query, points):
         from pytorch3d.ops import knn_points
 
         res = knn_points(_f32(query), _f32(points), K=k, return_nn=False, return_sorted=True)
@@ -291,7 +301,7 @@ def chamfer_distance(
         b_any = b_valid.any(1) if b_valid is not None else torch.ones_like(b[:, 0, 0], dtype=torch.bool)
         if bool((a_any != b_any).any()):
             raise ValueError("a cloud with valid points in one of a, b has none in the other; Chamfer is undefined")
-    elif _pick(backend) == "pytorch3d":
+    elif _use_pytorch3d(backend, a, b):
         from pytorch3d.ops import knn_points
 
         a32, b32 = _f32(a), _f32(b)
@@ -338,12 +348,12 @@ def farthest_point_sample(
         first = torch.randint(0, n, (b,), generator=generator, device=gen_dev).to(dev)
     else:
         first = torch.zeros(b, dtype=torch.long, device=dev)
-    if _pick(backend) == "pytorch3d":
+    if _use_pytorch3d(backend, points):
         from pytorch3d.ops import sample_farthest_points
 
         # roll each cloud so our start point is index 0: the generator decides, not pytorch3d's RNG
         order = (torch.arange(n, device=dev) + first[:, None]) % n
-        idx = sample_farthest_points(_gather(points, order), K=n_samples, random_start_point=False)[1]
+        idx = sample_farthest_points(_f32(_gather(points, order)), K=n_samples, random_start_point=False)[1]
         return order.gather(1, idx)
     return _fps_torch(points, n_samples, first)
 
@@ -388,7 +398,7 @@ def ball_query(
         raise ValueError(f"k must be an int >= 1, got {k!r}")
     k = int(k)
     chunk = _check_chunk(chunk, query.device)
-    if _pick(backend) == "pytorch3d":
+    if _use_pytorch3d(backend, query, points):
         from pytorch3d.ops import ball_query as p3d_ball_query
 
         idx = p3d_ball_query(_f32(query), _f32(points), K=k, radius=float(radius), return_nn=False).idx
