@@ -74,16 +74,16 @@ def _peak_mb(exact: bool) -> float:
     return _status_mb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def chamfer_peak_child(n: int, batch: int, backward: bool) -> None:
+def chamfer_peak_child(n: int, batch: int, backward: bool, backend: str = "torch") -> None:
     """Run in a fresh process: print the peak-RSS growth (MB) of one Chamfer call."""
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(batch, n, 3, generator=gen), torch.randn(batch, n, 3, generator=gen)
-    P.chamfer_distance(x[:, :64], y[:, :64])  # load kernels and thread pools before the baseline
+    P.chamfer_distance(x[:, :64], y[:, :64], backend=backend)  # load kernels and thread pools before the baseline
     x.requires_grad_(backward)
     exact = _reset_peak()  # otherwise ru_maxrss: a lifetime peak that can hide growth below it
     before = _status_mb("VmRSS") if exact else _peak_mb(False)
     t = time.perf_counter()
-    d_ab, d_ba = P.chamfer_distance(x, y)
+    d_ab, d_ba = P.chamfer_distance(x, y, backend=backend)
     if backward:
         (d_ab.mean() + d_ba.mean()).backward()
     seconds = time.perf_counter() - t
@@ -93,14 +93,16 @@ def chamfer_peak_child(n: int, batch: int, backward: bool) -> None:
 
 def memory_rows(n: int, batch: int) -> list[dict]:
     rows = []
-    for backward in (False, True):
-        cmd = [sys.executable, __file__, "--child", str(n), "--batch", str(batch)]
-        if backward:
-            cmd.append("--backward")
-        proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-        inputs_mb = round(2 * batch * n * 3 * 4 / 2**20, 1)
-        rows.append({"N": n, "pass": "forward+backward" if backward else "forward", "inputs_mb": inputs_mb, **out})
+    for backend in ["torch"] + (["pytorch3d"] if P.backend() == "pytorch3d" else []):
+        for backward in (False, True):
+            cmd = [sys.executable, __file__, "--child", str(n), "--batch", str(batch), "--child-backend", backend]
+            if backward:
+                cmd.append("--backward")
+            proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            inputs_mb = round(2 * batch * n * 3 * 4 / 2**20, 1)
+            rows.append({"N": n, "backend": backend, "pass": "forward+backward" if backward else "forward",
+                         "inputs_mb": inputs_mb, **out})
     return rows
 
 
@@ -112,9 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--backward", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-backend", default="torch", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
-        chamfer_peak_child(args.child, args.batch, args.backward)
+        chamfer_peak_child(args.child, args.batch, args.backward, args.child_backend)
         return {}
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "backend_auto": P.backend(),
             "batch": args.batch}
@@ -123,11 +126,24 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'N':>7} {'backend':>10} {'fps_ms':>9} {'knn_ms':>9} {'chamfer_ms':>11}")
     for r in rows:
         print(f"{r['N']:>7} {r['backend']:>10} {r['fps_ms']:>9} {r['knn_ms']:>9} {r['chamfer_ms']:>11}")
+    ratios = []  # ours/peer in time: below 1.0 we are faster
+    for n in args.sizes:
+        by = {r["backend"]: r for r in rows if r["N"] == n}
+        if "pytorch3d" in by:
+            ratios.append({"N": n, **{f"{op}_time_ours_over_pytorch3d": round(by["torch"][op] / by["pytorch3d"][op], 3)
+                                     for op in ("fps_ms", "knn_ms", "chamfer_ms")}})
+    if ratios:
+        print("\ntime ours / pytorch3d (below 1: ours faster):")
+        for r in ratios:
+            print("  " + "  ".join(f"{k}={v}" for k, v in r.items()))
+    else:
+        print("\npytorch3d: not installed (no peer row)")
     mem = memory_rows(max(args.sizes), args.batch)
     print(f"\nChamfer peak RSS growth at N={max(args.sizes)}, batch {args.batch} (fresh process each):")
     for r in mem:
-        print(f"  {r['pass']:<17} +{r['rss_delta_mb']} MB  ({r['seconds']} s; inputs {r['inputs_mb']} MB)")
-    result = {"info": info, "timings": rows, "chamfer_memory": mem}
+        print(f"  {r['backend']:<10} {r['pass']:<17} +{r['rss_delta_mb']} MB  ({r['seconds']} s; "
+              f"inputs {r['inputs_mb']} MB)")
+    result = {"info": info, "timings": rows, "ratios_vs_pytorch3d": ratios, "chamfer_memory": mem}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
