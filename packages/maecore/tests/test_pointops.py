@@ -237,13 +237,15 @@ def test_pytorch3d_agrees_with_torch():
 def test_pytorch3d_float64_auto_stays_exact_and_explicit_is_cast():
     """Found when pytorch3d was first built here: its CPU kernels refuse float64."""
     a, b = _cloud(2, 60, 3).double(), _cloud(2, 50, 4).double()
-    auto = P.chamfer_distance(a, b)  # auto -> the exact torch path for float64
+    auto = P.chamfer_distance(a, b)  # auto -> the exact torch path (CPU, and float64 anyway)
     ref = P.chamfer_distance(a, b, backend="torch")
     assert all(torch.equal(x, y) and x.dtype == torch.float64 for x, y in zip(auto, ref))
     explicit = P.chamfer_distance(a, b, backend="pytorch3d")  # cast to float32 and back
     assert all(torch.allclose(x, y, atol=1e-6) and x.dtype == torch.float64 for x, y in zip(explicit, ref))
     assert torch.equal(P.knn(a, b, 4, backend="pytorch3d")[1], P.knn(a, b, 4, backend="torch")[1])
     assert P.farthest_point_sample(a, 8, backend="pytorch3d").shape == (2, 8)
+    f = a.float()  # auto keeps CPU tensors on the torch path (measured faster there)
+    assert torch.equal(P.chamfer_distance(f, f.flip(1))[0], P.chamfer_distance(f, f.flip(1), backend="torch")[0])
 
 
 def test_half_precision_inputs_search_in_float32():

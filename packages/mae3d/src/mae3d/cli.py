@@ -168,7 +168,9 @@ class Mae3dDomain(Domain):
         return read_points(path, int(d["n_points"]))
 
     def info(self) -> dict[str, Any]:
-        return {"point_ops": f"{backend()} (pytorch3d is optional: pip install 'mae3d[pytorch3d]' after building it)",
+        ops = ("pytorch3d for CUDA tensors, pure torch on the CPU (faster there)" if backend() == "pytorch3d"
+               else "pure torch (pytorch3d is optional: pip install 'mae3d[pytorch3d]' after building it)")
+        return {"point_ops": ops,
                 "bundled_sample": str(expand(None)[0].parent.parent)}
 
 
