@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import time_limit
+from benchlib import time_limit, time_train_step
 from torch.utils.data import DataLoader
 
 from cardiomae.data import Beats, Labelled, Windows, load_prepared, sample_dir
@@ -125,24 +124,13 @@ def _train_speed(name: str, batch: int, steps: int, queue) -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = create_model(name)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = len(model.tokenizer.group_names)
     valid = torch.ones(batch, g, 2500, dtype=torch.bool)
     valid[:, 3:6] = False  # a typical mix: some leads absent
     b = {"x": torch.randn(batch, g, 2500), "valid": valid, "group_pad": ~valid.any(-1)}
-    times = []
-    for _ in range(steps + 1):
-        t = time.perf_counter()
-        out = model(b)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    step = float(np.median(times[1:]))
-    queue.put({"model": name, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-               "batch": batch, "window": "10 s x 13 lead slots (10 present)", "step_s": round(step, 3),
-               "samples_per_s": round(batch / step, 2),
-               "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+    r = time_train_step(model, b, steps)
+    queue.put({"model": name, "batch": batch, "window": "10 s x 13 lead slots (10 present)", **r,
+               "samples_per_s": round(batch / r["step_s"], 2)})
 
 
 def train_speed(name: str, batch: int, steps: int) -> dict:
