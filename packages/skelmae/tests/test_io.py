@@ -267,3 +267,19 @@ def test_bad_arrays_and_topologies(tmp_path: Path):
     with pytest.raises(DataError, match=r"found 1 bad file\(s\): \S*motion.c3d: expected a skeleton file"):
         load_sequences([WALK, tmp_path / "motion.c3d"], {"fps": 30})
     assert len(load_sequences([WALK, tmp_path / "motion.c3d"], {"fps": 30}, skip_bad=True)) == 1
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pyskl_pickle_that_would_run_code_is_refused_without_running_it(tmp_path: Path):
+    marker = tmp_path / "ran"
+    (tmp_path / "trap.pkl").write_bytes(pickle.dumps({"annotations": [_RunsCode(marker)]}))
+    with pytest.raises(DataError, match=r"trap\.pkl: expected a pickle of dicts, lists and NumPy arrays .*refusing "):
+        read_pyskl(tmp_path / "trap.pkl")
+    assert not marker.exists()
