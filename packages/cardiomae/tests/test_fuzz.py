@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from cardiomae.io import read_recording
 from maecore.errors import DataError
+from maecore.testing import damage
 
 CASES = {  # record -> file of it that gets damaged
     "100.hea": "100", "100.dat": "100", "a103l.hea": "a103l", "a103l.mat": "a103l", "v102s.hea": "v102s",
@@ -32,11 +33,8 @@ def test_truncations_and_byte_flips(target: str, sample: Path, tmp_path_factory:
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6))
     def check(cut: float, flips: list[tuple[float, int]]) -> None:
-        blob = bytearray(data[: int(len(data) * cut)] if cut < 0.999 else data)
-        for where, value in flips:
-            if blob:
-                blob[int(where * (len(blob) - 1))] = value
-        (tmp / target).write_bytes(bytes(blob))
+        blob = damage(data, cut, flips)
+        (tmp / target).write_bytes(blob)
         try:
             rec = read_recording(tmp / record)
         except DataError as err:

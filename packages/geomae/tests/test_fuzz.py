@@ -17,6 +17,7 @@ from rasterio.windows import Window
 from geomae.data import sample_dir
 from geomae.io import read_raster, scan_raster
 from maecore.errors import DataError
+from maecore.testing import damage
 
 
 def _landsat_crop(tmp: Path) -> bytes:
@@ -39,12 +40,9 @@ def test_truncations_and_byte_flips(name: str, tmp_path_factory: pytest.TempPath
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8))
     def check(cut: float, flips: list[tuple[float, int]]) -> None:
-        blob = bytearray(data[: int(len(data) * cut)] if cut < 0.999 else data)
-        for where, value in flips:
-            if blob:
-                blob[int(where * (len(blob) - 1))] = value
+        blob = damage(data, cut, flips)
         path = tmp / f"{next(counter)}_{name}"
-        path.write_bytes(bytes(blob))
+        path.write_bytes(blob)
         try:
             scan_raster(path)
             r = read_raster(path)

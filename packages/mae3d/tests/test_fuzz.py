@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from mae3d.data import expand
 from mae3d.io import read_points
 from maecore.errors import DataError
+from maecore.testing import damage
 
 SOURCES = {
     "binary.ply": lambda shared: expand(None)[0],
@@ -39,12 +40,9 @@ def test_truncations_and_byte_flips(name: str, shared_points: Path, tmp_path_fac
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8))
     def check(cut: float, flips: list[tuple[float, int]]) -> None:
-        blob = bytearray(data[: int(len(data) * cut)] if cut < 0.999 else data)
-        for where, value in flips:
-            if blob:
-                blob[int(where * (len(blob) - 1))] = value
+        blob = damage(data, cut, flips)
         path = tmp / name
-        path.write_bytes(bytes(blob))
+        path.write_bytes(blob)
         try:
             cloud = read_points(path, 256)
         except DataError as err:

@@ -79,3 +79,13 @@ def test_labels_from_csv_relative_absolute_by_name_and_errors(tmp_path: Path):
         labels_from_csv(files, tmp_path / "bad.csv")
     with pytest.raises(DataError, match=r"none\.csv: expected a labels CSV with columns file,label, found nothing"):
         labels_from_csv(files, tmp_path / "none.csv")
+
+
+def test_damage_cuts_and_flips_bytes_and_can_aim_at_a_header():
+    from maecore.testing import damage
+
+    data = bytes(range(100))
+    assert damage(data, 1.0, []) == data and damage(data, 0.25, []) == data[:25]
+    assert damage(data, 1.0, [(0.0, 255), (1.0, 7)]) == bytes([255, *range(1, 99), 7])
+    assert damage(data, 1.0, [(1.0, 200, True)], prefix=10)[9] == 200  # last byte of the 10-byte header
+    assert damage(b"", 0.0, [(0.5, 1)]) == b""

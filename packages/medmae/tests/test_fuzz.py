@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maecore.errors import DataError
+from maecore.testing import damage
 from medmae import sample_case
 from medmae.io import read_volume
 
@@ -38,13 +39,9 @@ def test_truncations_and_byte_flips(name: str, tmp_path_factory: pytest.TempPath
     @given(cut=st.floats(0.0, 1.0),
            flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255), st.booleans()), max_size=6))
     def check(cut: float, flips: list[tuple[float, int, bool]]) -> None:
-        blob = bytearray(data[: int(len(data) * cut)] if cut < 0.999 else data)
-        for where, value, in_header in flips:
-            if blob:
-                span = min(len(blob), header_bytes) if in_header and name.endswith(".nii") else len(blob)
-                blob[int(where * (span - 1))] = value
+        blob = damage(data, cut, flips, prefix=header_bytes if name.endswith(".nii") else None)
         path = tmp / name
-        path.write_bytes(bytes(blob))
+        path.write_bytes(blob)
         try:
             vol = read_volume(path)
         except DataError as err:

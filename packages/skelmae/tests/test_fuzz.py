@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maecore.errors import DataError
+from maecore.testing import damage
 from skelmae.data import expand
 from skelmae.io import read_bvh
 
@@ -33,11 +34,8 @@ def _check(path: Path, blob: bytes) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8))
 def test_truncations_and_byte_flips(tmp_path: Path, cut: float, flips: list[tuple[float, int]]):
-    blob = bytearray(SOURCE[: int(len(SOURCE) * cut)] if cut < 0.999 else SOURCE)
-    for where, value in flips:
-        if blob:
-            blob[int(where * (len(blob) - 1))] = value
-    _check(tmp_path / "fuzz.bvh", bytes(blob))
+    blob = damage(SOURCE, cut, flips)
+    _check(tmp_path / "fuzz.bvh", blob)
 
 
 TOKENS = st.sampled_from(
@@ -102,12 +100,9 @@ def test_ntu_truncations_and_byte_flips(tmp_path: Path, write_ntu, cut: float, f
     from skelmae.io import read_ntu
 
     source = _ntu_source(tmp_path, write_ntu)
-    blob = bytearray(source[: int(len(source) * cut)] if cut < 0.999 else source)
-    for where, value in flips:
-        if blob:
-            blob[int(where * (len(blob) - 1))] = value
+    blob = damage(source, cut, flips)
     path = tmp_path / "fuzz.skeleton"
-    path.write_bytes(bytes(blob))
+    path.write_bytes(blob)
     try:
         m = read_ntu(path)
     except DataError as err:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 import geomae
 from geomae.bands import PRESETS, Preset, get_preset
@@ -43,6 +43,7 @@ from maecore.figures import reconstruct_batch
 from maecore.models import model_arguments
 from maecore.models.pretrained import read_export_config
 from maecore.tasks.data import collate_dict
+from maecore.tasks.probe import extract_embeddings
 
 SHARD_META = "geomae_shards.json"
 
@@ -305,10 +306,8 @@ class GeoDomain(Domain):
         if src.is_dir() or Path(args.out).suffix == ".npz":
             files = expand(src)
             ds = ChipFolder(files, None, preset, tile, patch_size(model), stats, bands)
-            emb = np.concatenate([
-                model.encode(collate_dict([ds[j] for j in range(i, min(i + 16, len(ds)))])).float().numpy()
-                for i in range(0, len(ds), 16)
-            ])
+            # the core's loop: the model's device, eval mode, bf16 on CUDA (a hand loop here left batches on the CPU)
+            emb, _ = extract_embeddings(model, DataLoader(ds, batch_size=16, collate_fn=collate_dict))
             with atomic_path(args.out) as tmp:
                 np.savez_compressed(tmp, embeddings=emb, files=np.array([str(f) for f in files]))
             return {"out": str(args.out), "embeddings": list(emb.shape)}

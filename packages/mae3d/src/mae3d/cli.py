@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from mae3d.data import Grids, PointClouds, expand, labels_for
 from mae3d.figures import plot_cloud_reconstruction, plot_grid_reconstruction
@@ -21,6 +21,7 @@ from maecore.errors import DataError
 from maecore.figures import reconstruct_batch
 from maecore.pointops import backend
 from maecore.tasks.data import collate_dict
+from maecore.tasks.probe import extract_embeddings
 
 GRID_MODEL = "mae3d_nerfmae_tiny"
 VISIBLE_RGB, PREDICTED_RGB = (150, 150, 150, 255), (220, 40, 40, 255)
@@ -143,10 +144,8 @@ class Mae3dDomain(Domain):
             ds: Dataset = Grids.from_files(files, int(meta.get("resolution", 16)))
         else:
             ds = PointClouds.from_files(files, int(meta.get("n_points", 1024)))
-        emb = np.concatenate([
-            model.encode(collate_dict([ds[j] for j in range(i, min(i + 16, len(ds)))])).float().numpy()
-            for i in range(0, len(ds), 16)
-        ])
+        # the core's loop: the model's device, eval mode, bf16 on CUDA (a hand loop here left batches on the CPU)
+        emb, _ = extract_embeddings(model, DataLoader(ds, batch_size=16, collate_fn=collate_dict))
         with atomic_path(args.out) as tmp:
             np.savez_compressed(tmp, embeddings=emb, files=np.array([str(f) for f in files]))
         return {"out": str(args.out), "embeddings": list(emb.shape)}

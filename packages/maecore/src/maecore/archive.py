@@ -17,8 +17,9 @@ import json
 import os
 import tarfile
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -59,50 +60,48 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
         raise DataError(src, "an archive file", "nothing at that path")
     out.mkdir(parents=True, exist_ok=True)
     root = out.resolve()
-    written: list[Path] = []
     if zipfile.is_zipfile(src):
         with zipfile.ZipFile(src) as zf:
-            infos = zf.infolist()
-            for info in infos:
-                check_member_name(info.filename, src)
+            members = []
+            for info in zf.infolist():
                 mode = (info.external_attr >> 16) & 0o170000
                 if mode not in (0, 0o100000, 0o040000):  # symlinks and specials carry their type here
                     raise DataError(src, "only regular files and folders", f"member {info.filename!r} is a link")
-            for info in infos:
-                target = (root / check_member_name(info.filename, src)).resolve()
-                if not target.is_relative_to(root):
-                    raise DataError(src, f"members inside {root}", f"member {info.filename!r}")
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as fh, atomic_path(target) as tmp:
-                    tmp.write_bytes(fh.read())
-                written.append(target)
-        return written
+                members.append((info.filename, info.is_dir(), lambda info=info: zf.open(info)))
+            return _extract_checked(members, src, root)
     try:
         tf = tarfile.open(src)  # noqa: SIM115 (closed by the with block below)
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DataError(src, "a tar or zip archive", f"{type(err).__name__}: {err}") from err
     with tf:
         try:
-            members = _tar_members(tf, src)
+            infos = _tar_members(tf, src)
         except (tarfile.TarError, EOFError, OSError) as err:
             raise DataError(src, "a complete tar archive", f"{type(err).__name__}: {err}") from err
-        for m in members:
-            target = (root / check_member_name(m.name, src)).resolve()
-            if not target.is_relative_to(root):
-                raise DataError(src, f"members inside {root}", f"member {m.name!r}")
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fh = tf.extractfile(m)
-            if fh is None:
-                raise DataError(src, "readable file members", f"member {m.name!r}")
-            with fh, atomic_path(target) as tmp:
-                tmp.write_bytes(fh.read())
-            written.append(target)
+        return _extract_checked([(m.name, m.isdir(), lambda m=m: tf.extractfile(m)) for m in infos], src, root)
+
+
+def _extract_checked(members: list[tuple[str, bool, Callable[[], IO[bytes] | None]]], src: Path,
+                     root: Path) -> list[Path]:
+    """Check every member's target first (inside ``root``), then write them (atomically)."""
+    targets = []
+    for name, _, _ in members:
+        target = (root / check_member_name(name, src)).resolve()
+        if not target.is_relative_to(root):  # e.g. through a symlinked folder already in dest
+            raise DataError(src, f"members inside {root}", f"member {name!r}")
+        targets.append(target)
+    written: list[Path] = []
+    for (name, is_dir, open_member), target in zip(members, targets):
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fh = open_member()
+        if fh is None:
+            raise DataError(src, "readable file members", f"member {name!r}")
+        with fh, atomic_path(target) as tmp:
+            tmp.write_bytes(fh.read())
+        written.append(target)
     return written
 
 
