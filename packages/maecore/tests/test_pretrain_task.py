@@ -322,3 +322,27 @@ def test_allow_unsafe_loads_a_trusted_pickle(tmp_path: Path):
         safe_torch_load(plain)
     with pytest.warns(UserWarning, match=r"only do this for trusted files"):
         assert safe_torch_load(plain, allow_unsafe=True)["obj"].a == 1
+
+
+# ---------------------------------------------------------------------- torch.compile option
+def test_compile_runs_the_blocks_compiled_and_matches_eager(tmp_path: Path):
+    """``train.compile``: every transformer block compiled in place (state-dict names unchanged), and the
+    run follows the eager one (same data, masks and optimizer; only the kernels differ)."""
+    pytest.importorskip("torch._inductor")
+    runs = {}
+    for flag in (False, True):
+        model = _model()
+        summary = run_pretrain(model, Smooth(), tmp_path / str(flag), _cfg(max_steps=4, log_every=1, compile=flag),
+                               logger=True)
+        runs[flag] = (model, [v for _, v in _column(summary["metrics_csv"], "train/loss")])
+    compiled = runs[True][0]
+    blocks = [*compiled.encoder.blocks, *compiled.decoder.blocks]
+    assert all(b._compiled_call_impl is not None for b in blocks)
+    assert all(b._compiled_call_impl is None for b in runs[False][0].encoder.blocks)
+    assert runs[True][0].state_dict().keys() == runs[False][0].state_dict().keys()
+    assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-3), runs
+
+
+def test_compile_must_be_a_boolean():
+    with pytest.raises(ValueError, match=r"train.compile must be true or false, got 'yes'"):
+        _cfg(compile="yes")

@@ -26,17 +26,29 @@ from maecore.tasks.logger import AppendingCSVLogger, PruneMetricsOnResume
 log = logging.getLogger(__name__)
 VAL_STREAM = 5  # mix_seed salt of validation masks
 # TrainConfig keys that do not change the result of a run: a resume may change them freely
-RESUME_FREE_KEYS = ("progress", "log_every", "ckpt_every", "num_workers", "max_nonfinite", "max_steps")
+RESUME_FREE_KEYS = ("progress", "log_every", "ckpt_every", "num_workers", "max_nonfinite", "max_steps", "compile")
 
 
 class NonFiniteError(RuntimeError):
     """Too many non-finite steps; the last good checkpoint is kept."""
 
 
+EMB_SAMPLES = 16  # samples encoded for train/emb_std on a log step
+
+
 def embedding_spread(emb: torch.Tensor) -> torch.Tensor:
     """Collapse watch: ``emb [B, D] -> []``, the mean over dimensions of the per-dimension std over
     the batch. Near 0 when every sample gets the same embedding."""
     return emb.float().std(0).mean()
+
+
+def batch_head(batch: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` samples of a collated batch: tensors and lists of the batch's length are cut,
+    anything else (shared metadata) is kept."""
+    bs = batch_size_of(batch)
+    if bs <= n:
+        return batch
+    return {k: v[:n] if isinstance(v, (torch.Tensor, list, tuple)) and len(v) == bs else v for k, v in batch.items()}
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:
@@ -49,11 +61,14 @@ class PretrainTask(BaseTask):
 
     - Masks: each micro-batch's ``g`` lives on the batch's device and is seeded from
       ``(seed, global_step, micro-batch, rank)``, so masks repeat exactly after a resume.
-    - Logs ``train/loss`` (mean over the step's micro-batches; nan/inf on a skipped step),
-      ``train/lr``, ``train/<k>`` for each ``out.extras`` entry and, every ``log_every`` steps,
-      ``train/grad_norm`` and ``train/emb_std`` (:func:`embedding_spread` of ``model.encode(batch)``,
-      without gradients): a value near 0 means the encoder collapsed.
-    - Non-finite loss or gradients: the optimizer step is skipped on every rank (gradients
+    - Logs, every ``log_every`` steps (the steps Lightning writes; logging costs time, so nothing
+      is logged in between): ``train/loss`` (mean over the step's micro-batches; nan/inf on a
+      skipped step), ``train/lr``, ``train/grad_norm``, ``train/<k>`` for each ``out.extras``
+      entry, and ``train/emb_std`` (:func:`embedding_spread` of ``model.encode`` over the first
+      ``EMB_SAMPLES`` samples of the batch: an extra forward over every token, without gradients,
+      kept small): a value near 0 means the encoder collapsed.
+    - Non-finite loss or gradients (a gradient norm that is not finite): the optimizer step is
+      skipped on every rank (gradients
       dropped; the LR schedule still advances), counted in ``nonfinite_steps`` (kept in the
       checkpoint) and logged as ``train/nonfinite_steps``; past ``cfg.max_nonfinite`` the run stops
       with :class:`NonFiniteError`, leaving the last checkpoint as it was.
@@ -102,12 +117,15 @@ class PretrainTask(BaseTask):
         # a non-finite loss is still back-propagated, so every DDP rank takes part in the gradient
         # all-reduce; on_before_optimizer_step then drops the update on all ranks
         self._step_losses.append(out.loss.detach().float())
+        if not self._log_step():
+            return out.loss
         bs = batch_size_of(batch)
         for k, v in (getattr(out, "extras", None) or {}).items():
             self.log(f"train/{k}", v, batch_size=bs)
-        if micro == 0 and self._log_step() and hasattr(self.model, "encode") and bs > 1:
+        if micro == 0 and hasattr(self.model, "encode") and bs > 1:
             with torch.no_grad():
-                self.log("train/emb_std", embedding_spread(self.model.encode(batch)), batch_size=bs)
+                emb = self.model.encode(batch_head(batch, EMB_SAMPLES))
+            self.log("train/emb_std", embedding_spread(emb), batch_size=bs)
         return out.loss
 
     def _log_step(self) -> bool:
@@ -123,14 +141,18 @@ class PretrainTask(BaseTask):
         losses = torch.stack(self._step_losses) if self._step_losses else torch.zeros(1)
         self._step_losses = []
         grads = [p.grad for p in self.parameters() if p.grad is not None]
+        # one fused pass over the gradients: their total norm is finite iff every entry is (or the
+        # sum of squares overflows, which no step should take either)
+        norm = torch.nn.utils.get_total_norm(grads) if grads else losses.new_zeros(())
         checks = [losses.isfinite().all()]
         if getattr(self.trainer.precision_plugin, "scaler", None) is None:  # a GradScaler skips fp16 overflows itself
-            checks += [g.isfinite().all() for g in grads]
+            checks.append(norm.isfinite())
         bad = not bool(torch.stack(checks).all())  # the one host sync of a step
         if self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        self.log("train/loss", losses.mean(), prog_bar=True)  # nan/inf on a skipped step: shown as it was
-        self.log("train/lr", optimizer.param_groups[0]["lr"])
+        if self._log_step():
+            self.log("train/loss", losses.mean(), prog_bar=True)  # nan/inf on a skipped step: shown as it was
+            self.log("train/lr", optimizer.param_groups[0]["lr"])
         if bad:
             for p in self.parameters():
                 p.grad = None  # AdamW leaves parameters without a gradient untouched
@@ -138,7 +160,6 @@ class PretrainTask(BaseTask):
             return
         self._last_loss = losses.mean()
         if grads and self._log_step():
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
             self.log("train/grad_norm", norm)
 
     def _count_nonfinite(self) -> None:
