@@ -31,6 +31,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from maecore.models.transformer import Block
 from maecore.tasks.config import TrainConfig
 from maecore.tasks.data import StepSampler, mix_seed, seed_cpu_rngs
 
@@ -85,6 +86,18 @@ class BaseTask(L.LightningModule):
         self.configure_losses()
         self.configure_metrics()
 
+    def configure_model(self) -> None:
+        """Lightning's hook, run once the strategy is set up: ``train.compile`` compiles here."""
+        if self.cfg.compile:
+            for module in self.compile_targets():
+                module.compile()  # in place: parameter names and checkpoints stay as they are
+
+    def compile_targets(self) -> list[nn.Module]:
+        """What ``train.compile`` hands to ``torch.compile``: every maecore transformer block (their
+        shapes are static, so one graph per width serves every block), else each child module."""
+        blocks = [m for m in self.modules() if isinstance(m, Block)]
+        return blocks or [m for m in self.children() if next(m.parameters(), None) is not None]
+
     # hooks -------------------------------------------------------------------
     def configure_models(self) -> None:
         """Build or attach the task's modules."""
@@ -116,8 +129,7 @@ class BaseTask(L.LightningModule):
         for g in groups:
             if "lr_scale" in g or "lr" not in g:
                 g["lr"] = self.cfg.lr * g.get("lr_scale", 1.0)
-        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
-                                fused=_fused_ok(groups))
+        opt = adamw(groups, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
         # a plain function: LambdaLR then stores nothing of it in the checkpoint
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
@@ -153,6 +165,12 @@ class BaseTask(L.LightningModule):
             if want:
                 log.info("data position set to batch %d (step %d)", want, self.global_step)
             sampler.start_step = want
+
+
+def adamw(groups: list[dict[str, Any]], **kwargs: Any) -> torch.optim.AdamW:
+    """The engine's optimizer: AdamW over ``groups`` (see :func:`default_param_groups`), with the
+    fused kernel where :func:`_fused_ok` allows. Benchmarks build it the same way."""
+    return torch.optim.AdamW(groups, fused=_fused_ok(groups), **kwargs)
 
 
 def _fused_ok(groups: list[dict[str, Any]]) -> bool | None:

@@ -29,6 +29,8 @@ class TrainConfig:
     ``warmup_steps``, ``ckpt_every``, ``log_every``) count optimizer steps. ``precision="auto"``
     means ``bf16-mixed`` on a CUDA GPU (``16-mixed`` on one without bf16) and ``32-true``
     otherwise; explicit values go to Lightning unchanged. ``grad_clip=0`` turns clipping off.
+    ``compile`` runs the model's transformer blocks through ``torch.compile`` (a C++ compiler is
+    needed on the CPU; the first steps pay the compilation, about a minute for ViT-B).
     """
 
     max_steps: int = 1000
@@ -51,6 +53,7 @@ class TrainConfig:
     max_nonfinite: int = 10
     progress: bool = True
     num_workers: int = 0
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -99,8 +102,9 @@ class TrainConfig:
                     what = "an integer" if kind is int else "a number"
                     raise ValueError(f"train.{name} must be {what}, got {getattr(self, name)!r}")
                 setattr(self, name, kind(v))
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"train.progress must be true or false, got {self.progress!r}")
+        for name in ("progress", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
