@@ -260,7 +260,10 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(make_model, image_
         out.loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((out.loss.detach(), grads))
-        assert len(calls) == (0 if not ckpt else 2)  # tiny encoder: two blocks, each checkpointed once
+        # every encoder and decoder block checkpointed once (the decoder holds most activations)
+        n_blocks = len(model.encoder.blocks) + len(model.decoder.blocks)
+        assert len(calls) == (0 if not ckpt else n_blocks) and n_blocks > len(model.encoder.blocks)
+        calls.clear()
     assert torch.allclose(results[0][0], results[1][0])
     assert results[0][1].keys() == results[1][1].keys()
     for name, g in results[0][1].items():

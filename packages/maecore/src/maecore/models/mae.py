@@ -69,7 +69,9 @@ class MaskedAutoencoder(nn.Module, PretrainedMixin):
         loss: a name from :data:`maecore.losses.LOSSES`; ``loss_kwargs`` go to it.
         norm_pix: per-token normalised targets (MAE).
         pos_embed: ``"sincos"`` (grid / time coordinates) or ``"mlp"`` (point coordinates).
-        grad_checkpointing: recompute encoder blocks in the backward pass to save memory.
+        grad_checkpointing: recompute the encoder's and the decoder's blocks in the backward pass: less
+            activation memory for about a third more compute. Both, because with 75 % masking the
+            decoder (all tokens) holds more activations than the encoder (the visible quarter).
     """
 
     def __init__(
@@ -106,7 +108,7 @@ class MaskedAutoencoder(nn.Module, PretrainedMixin):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_pos = PosEmbed(pos_embed, tokenizer.coord_dim, decoder_dim)
         self.decoder_group = nn.Embedding(g, decoder_dim)
-        self.decoder = Transformer(decoder_dim, decoder_depth, decoder_heads, mlp_ratio)
+        self.decoder = Transformer(decoder_dim, decoder_depth, decoder_heads, mlp_ratio, grad_checkpointing)
         self.heads = nn.ModuleList(nn.Linear(decoder_dim, p) for _ in range(g))
         # HPM-style difficulty predictor on the embedded tokens (only for loss-guided masking)
         self.difficulty = nn.Linear(embed_dim, 1) if self.mask_cfg["kind"] == "loss_guided" else None
