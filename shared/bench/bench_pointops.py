@@ -3,6 +3,7 @@
 Rows, batch 8 of random clouds (float32), for N in --sizes:
   fps_ms      farthest point sampling, 64 samples from N points
   knn_ms      64 query points against N points, k = 32
+  ball_ms     ball query of the same 64 points, radius 0.3 (the clouds are unit Gaussians), at most 32
   chamfer_ms  both-way squared nearest-neighbour distances between two N-point clouds
 Each time is the median of --repeats runs after one warm-up run. Then, in a fresh subprocess
 each (so earlier work does not hide it), the peak RSS growth of one Chamfer call at the largest N:
@@ -49,6 +50,7 @@ def timing_rows(sizes: list[int], batch: int, repeats: int) -> list[dict]:
                 "backend": be,
                 "fps_ms": _median_ms(lambda x=x, be=be: P.farthest_point_sample(x, 64, backend=be), repeats),
                 "knn_ms": _median_ms(lambda x=x, be=be: P.knn(x[:, :64], x, 32, backend=be), repeats),
+                "ball_ms": _median_ms(lambda x=x, be=be: P.ball_query(x[:, :64], x, 0.3, 32, backend=be), repeats),
                 "chamfer_ms": _median_ms(lambda x=x, y=y, be=be: P.chamfer_distance(x, y, backend=be), reps),
             })
     return rows
@@ -123,15 +125,16 @@ def main(argv: list[str] | None = None) -> dict:
             "batch": args.batch}
     print(" ".join(f"{k}={v}" for k, v in info.items()))
     rows = timing_rows(args.sizes, args.batch, args.repeats)
-    print(f"{'N':>7} {'backend':>10} {'fps_ms':>9} {'knn_ms':>9} {'chamfer_ms':>11}")
+    print(f"{'N':>7} {'backend':>10} {'fps_ms':>9} {'knn_ms':>9} {'ball_ms':>9} {'chamfer_ms':>11}")
     for r in rows:
-        print(f"{r['N']:>7} {r['backend']:>10} {r['fps_ms']:>9} {r['knn_ms']:>9} {r['chamfer_ms']:>11}")
+        ops = " ".join(f"{r[k]:>9}" for k in ("fps_ms", "knn_ms", "ball_ms"))
+        print(f"{r['N']:>7} {r['backend']:>10} {ops} {r['chamfer_ms']:>11}")
     ratios = []  # ours/peer in time: below 1.0 we are faster
     for n in args.sizes:
         by = {r["backend"]: r for r in rows if r["N"] == n}
         if "pytorch3d" in by:
             ratios.append({"N": n, **{f"{op}_time_ours_over_pytorch3d": round(by["torch"][op] / by["pytorch3d"][op], 3)
-                                     for op in ("fps_ms", "knn_ms", "chamfer_ms")}})
+                                     for op in ("fps_ms", "knn_ms", "ball_ms", "chamfer_ms")}})
     if ratios:
         print("\ntime ours / pytorch3d (below 1: ours faster):")
         for r in ratios:

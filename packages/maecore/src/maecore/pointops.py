@@ -417,16 +417,21 @@ def ball_query(
 
 @torch.no_grad()
 def _ball_query_torch(query: Tensor, points: Tensor, r2: float, k: int, chunk: int) -> Tensor:
-    """Found neighbours in slots ``0..count-1`` in index order, -1 after."""
+    """Found neighbours in slots ``0..count-1`` in index order, -1 after.
+
+    Per tile: the in-radius mask, its running count along the points (int32 cumsum), and only the
+    at most ``k`` hits per query are written (``nonzero`` + one indexed store): scattering every
+    pair was 7x slower than pytorch3d at 1k points. A query block stops early once every query
+    in it has ``k`` neighbours."""
     if query.dtype in _HALF:
         query, points = query.float(), points.float()
     b, s, dim = query.shape
     n = points.shape[1]
     cq, cp = _tiles(b, s, math.ceil(n / _LANES) * _LANES, chunk)
-    out = torch.full((b, s, k + 1), -1, dtype=torch.long, device=query.device)  # slot k: overflow bin
+    out = torch.full((b, s, k), -1, dtype=torch.long, device=query.device)
     for i in range(0, s, cq):
         qi = query[:, i : i + cq]
-        found = torch.zeros(b, qi.shape[1], 1, dtype=torch.long, device=query.device)
+        found = torch.zeros(b, qi.shape[1], 1, dtype=torch.int32, device=query.device)
         for j in range(0, n, cp):
             pj = points[:, j : j + cp]
             d = torch.zeros(b, qi.shape[1], pj.shape[1], dtype=query.dtype, device=query.device)
@@ -434,9 +439,10 @@ def _ball_query_torch(query: Tensor, points: Tensor, r2: float, k: int, chunk: i
                 diff = qi[..., c : c + 1] - pj[..., c].unsqueeze(1)
                 d.addcmul_(diff, diff)
             inside = d < r2
-            rank = inside.cumsum(2) + found  # 1-based slot of each point inside, counting earlier tiles
-            slot = torch.where(inside & (rank <= k), rank - 1, k)
-            ids = torch.arange(j, j + pj.shape[1], device=query.device).expand_as(slot)
-            out[:, i : i + cq].scatter_(2, slot, ids)
+            rank = inside.cumsum(2, dtype=torch.int32) + found  # 1-based slot, counting earlier tiles
+            bi, si, pi = (inside & (rank <= k)).nonzero(as_tuple=True)
+            out[bi, si + i, rank[bi, si, pi].long() - 1] = pi + j
             found = rank[..., -1:]
-    return out[..., :k]
+            if j + cp < n and bool((found >= k).all()):
+                break
+    return out
