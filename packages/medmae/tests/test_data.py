@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 from maecore.errors import ConfigError, DataError
 from maecore.tasks.data import collate_dict
 from medmae.cases import find_cases
-from medmae.data import DataConfig, MRIDataset, load_dataset_cases
+from medmae.data import DataConfig, MRIDataset, flip_axes_of, load_dataset_cases
 from medmae.io import read_volume
 
 MODS = ["t1", "t1ce", "t2", "flair"]
@@ -128,6 +129,30 @@ def test_region_restricts_crops(tmp_path, case_maker):
                     for a in range(window.shape[1] - 7) for b in range(window.shape[2] - 7)
                     for c in range(window.shape[3] - 7))
         assert found
+
+
+def test_flips_follow_the_seeded_axes_on_the_same_crop(tmp_path, case_maker, nifti_writer):
+    """A sample is its unflipped crop reversed along exactly the axes ``flip_axes_of`` drew for it,
+    image and label volume alike, as contiguous float32 / int64 copies."""
+    folder = case_maker(tmp_path / "a", shape=(30, 30, 30))
+    affine = nib.load(next(folder.glob("*t1.nii.gz"))).affine
+    labels = np.random.default_rng(0).integers(0, 3, (30, 30, 30)).astype(np.uint8)
+    nifti_writer(folder / "a_seg.nii.gz", labels, affine)
+    cases = find_cases(folder)[0]
+    assert cases[0].seg is not None
+    plain = MRIDataset(cases, small_config(roi_size=[8, 8, 8], flip_prob=0.0, samples_per_case=12), with_seg=True)
+    dc = small_config(roi_size=[8, 8, 8], flip_prob=0.5, flip_axes=[0, 1, 2], samples_per_case=12)
+    flipped = MRIDataset(cases, dc, with_seg=True)
+    seen = set()
+    for i in range(12):
+        axes = flip_axes_of(dc, i)
+        seen.add(tuple(axes))
+        a, b = plain[i], flipped[i]
+        assert b["x"].is_contiguous() and b["x"].dtype == torch.float32 and b["mask"].dtype == torch.int64
+        dims = [1 + ax for ax in axes]
+        assert torch.equal(b["x"], a["x"].flip(dims) if dims else a["x"]), (i, axes)
+        assert torch.equal(b["mask"], a["mask"].flip([d - 1 for d in dims]) if dims else a["mask"]), (i, axes)
+    assert len(seen) > 3 and flip_axes_of(dc, 5) == flip_axes_of(dc, 5)  # varied, and a function of i
 
 
 @pytest.mark.parametrize(("key", "value", "match"), [
