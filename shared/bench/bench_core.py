@@ -3,14 +3,22 @@
 Rows (pretraining step = forward, backward, AdamW step; median of --steps after one warm-up):
   matmul       torch.matmul peak GFLOP/s at the run's dtype (square 1024..3072)
   ours_vitb    maecore mae_vit_base, ViT-B/16, 224 px, 75 % masking, decoder 512 x 8
-  ours_vitb_ckpt   the same with activation checkpointing in the encoder
+  ours_vitb_ckpt   the same with activation checkpointing (encoder and decoder blocks)
   hf_vitmae    Hugging Face ViTMAEForPreTraining at the identical config (if transformers imports)
   ours_3d      maecore mae_vit_base on 3D volumes (patch 16, 75 %), decoder 384 x 4 as MONAI's default
   monai_3d     MONAI MaskedAutoEncoderViT at the identical config
+A row name may end in ``@N`` to run it at batch N (e.g. ``ours_vitb_ckpt@64``).
+
+Optimizers: our rows use the engine's optimizer (``maecore.tasks.base.adamw``: AdamW, fused kernel, no
+decay on norms and biases), exactly what ``pretrain`` runs. A peer row uses ``torch.optim.AdamW(params)`` as
+its own examples do (the per-parameter loop on the CPU); its ``_fused`` twin gives the peer the same fused
+AdamW, so ``speed_vs_<peer>_fused`` compares the models alone.
 Each row prints parameters, samples/s, tokens/s, peak RSS, and MFU = model FLOPs/s over the measured
 matmul peak, with model FLOPs = 6 x (encoder params x visible tokens + decoder params x all tokens).
+Checkpointing rows are compared with the plain row at the same batch: ``time_vs_no_ckpt`` and
+``memory_vs_no_ckpt`` (peak RSS of the whole process, weights and AdamW state included).
 
-usage: python shared/bench/bench_core.py [--batch 8] [--steps 3] [--vol 96] [--json out.json]
+usage: python shared/bench/bench_core.py [--batch 8] [--steps 3] [--vol 96] [--rows a,b@64] [--json out.json]
 """
 
 from __future__ import annotations
@@ -59,13 +67,14 @@ def _count(module: torch.nn.Module, prefixes: tuple[str, ...]) -> int:
 
 def ours(batch: int, steps: int, ckpt: bool, ndim: int, size: int, mask_ratio: float = 0.75) -> dict:
     from maecore.models import create_model
+    from maecore.tasks.base import adamw, default_param_groups
 
     torch.manual_seed(0)
     dec = {} if ndim == 2 else dict(decoder_dim=384, decoder_depth=4, decoder_heads=12)
     model = create_model("mae_vit_base", ndim=ndim, group_channels=[3 if ndim == 2 else 1], patch_size=16,
                          grad_checkpointing=ckpt, mask={"kind": "random", "ratio": mask_ratio}, **dec)
     x = torch.randn(batch, 3 if ndim == 2 else 1, *([size] * ndim))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = adamw(default_param_groups(model, 0.05), lr=1e-4)
 
     def step() -> None:
         out = model({"x": x})
@@ -81,7 +90,11 @@ def ours(batch: int, steps: int, ckpt: bool, ndim: int, size: int, mask_ratio: f
     return {"params_M": round((enc + dec_p) / 1e6, 2), "step_s": dt, "flops": flops, "tokens": batch * n_tok}
 
 
-def hf_vitmae(batch: int, steps: int) -> dict:
+def peer_adamw(model: torch.nn.Module, fused: bool) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True if fused else None)
+
+
+def hf_vitmae(batch: int, steps: int, fused: bool) -> dict:
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
     torch.manual_seed(0)
@@ -91,7 +104,7 @@ def hf_vitmae(batch: int, steps: int) -> dict:
                        attn_implementation="sdpa")
     model = ViTMAEForPreTraining(cfg)
     x = torch.randn(batch, 3, 224, 224)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = peer_adamw(model, fused)
 
     def step() -> None:
         out = model(pixel_values=x)
@@ -106,7 +119,7 @@ def hf_vitmae(batch: int, steps: int) -> dict:
             "tokens": batch * 196}
 
 
-def monai_3d(batch: int, steps: int, size: int) -> dict:
+def monai_3d(batch: int, steps: int, size: int, fused: bool) -> dict:
     from monai.networks.nets import MaskedAutoEncoderViT
 
     torch.manual_seed(0)
@@ -114,7 +127,7 @@ def monai_3d(batch: int, steps: int, size: int) -> dict:
                                  num_layers=12, num_heads=12, masking_ratio=0.75, decoder_hidden_size=384,
                                  decoder_mlp_dim=1536, decoder_num_layers=4, decoder_num_heads=12, qkv_bias=True)
     x = torch.randn(batch, 1, size, size, size)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = peer_adamw(model, fused)
 
     def step() -> None:
         pred, mask = model(x)
@@ -136,21 +149,25 @@ def monai_3d(batch: int, steps: int, size: int) -> dict:
 def run_row(row: str, a: argparse.Namespace) -> dict:
     if row == "matmul":
         return matmul_peak()
+    name, _, b = row.partition("@")
+    bs = int(b) if b else (1 if "3d" in name else a.batch)
     fns = {
-        "ours_vitb": lambda: ours(a.batch, a.steps, False, 2, 224),
-        "ours_vitb_ckpt": lambda: ours(a.batch, a.steps, True, 2, 224),
-        "hf_vitmae": lambda: hf_vitmae(a.batch, a.steps),
-        "ours_3d": lambda: ours(1, a.steps, False, 3, a.vol),
-        "monai_3d": lambda: monai_3d(1, a.steps, a.vol),
+        "ours_vitb": lambda: ours(bs, a.steps, False, 2, 224),
+        "ours_vitb_ckpt": lambda: ours(bs, a.steps, True, 2, 224),
+        "hf_vitmae": lambda: hf_vitmae(bs, a.steps, False),
+        "hf_vitmae_fused": lambda: hf_vitmae(bs, a.steps, True),
+        "ours_3d": lambda: ours(bs, a.steps, False, 3, a.vol),
+        "monai_3d": lambda: monai_3d(bs, a.steps, a.vol, False),
+        "monai_3d_fused": lambda: monai_3d(bs, a.steps, a.vol, True),
     }
-    r = fns[row]()
-    bs = a.batch if "3d" not in row else 1
-    return {"row": row, "params_M": r["params_M"], "step_s": round(r["step_s"], 3),
+    r = fns[name]()
+    return {"row": row, "batch": bs, "params_M": r["params_M"], "step_s": round(r["step_s"], 3),
             "samples_per_s": round(bs / r["step_s"], 3), "tokens_per_s": round(r["tokens"] / r["step_s"], 1),
             "model_gflops_per_s": round(r["flops"] / r["step_s"] / 1e9, 1), "peak_rss_MB": round(_rss_mb(), 1)}
 
 
-ROWS = ("matmul", "ours_vitb", "ours_vitb_ckpt", "hf_vitmae", "ours_3d", "monai_3d")
+ROWS = ("matmul", "ours_vitb", "ours_vitb_ckpt", "hf_vitmae", "hf_vitmae_fused", "ours_3d", "monai_3d",
+        "monai_3d_fused", "ours_vitb@32", "ours_vitb_ckpt@32", "ours_vitb@64", "ours_vitb_ckpt@64")
 
 
 def main() -> None:
@@ -180,14 +197,18 @@ def main() -> None:
     for r in results:
         if peak and "model_gflops_per_s" in r:
             r["mfu_vs_matmul"] = round(r["model_gflops_per_s"] / peak, 3)
-    for ours_row, peer in (("ours_vitb", "hf_vitmae"), ("ours_3d", "monai_3d")):
-        if "samples_per_s" in by.get(ours_row, {}) and "samples_per_s" in by.get(peer, {}):
-            by[ours_row][f"speed_vs_{peer}"] = round(by[ours_row]["samples_per_s"] / by[peer]["samples_per_s"], 3)
-            by[ours_row][f"memory_vs_{peer}"] = round(by[ours_row]["peak_rss_MB"] / by[peer]["peak_rss_MB"], 3)
-    ck, plain = by.get("ours_vitb_ckpt", {}), by.get("ours_vitb", {})
-    if "step_s" in ck and "step_s" in plain:
-        ck["time_vs_no_ckpt"] = round(ck["step_s"] / plain["step_s"], 3)
-        ck["memory_vs_no_ckpt"] = round(ck["peak_rss_MB"] / plain["peak_rss_MB"], 3)
+    for r in results:  # ours vs each peer row at the same batch
+        name, _, b = r["row"].partition("@")
+        for peer in (("hf_vitmae", "hf_vitmae_fused") if name == "ours_vitb" else
+                     ("monai_3d", "monai_3d_fused") if name == "ours_3d" else ()):
+            p = by.get(peer + ("@" + b if b else ""), {})
+            if "samples_per_s" in r and "samples_per_s" in p:
+                r[f"speed_vs_{peer}"] = round(r["samples_per_s"] / p["samples_per_s"], 3)
+                r[f"memory_vs_{peer}"] = round(r["peak_rss_MB"] / p["peak_rss_MB"], 3)
+        plain = by.get(r["row"].replace("_ckpt", ""), {})
+        if "_ckpt" in name and "step_s" in r and "step_s" in plain:
+            r["time_vs_no_ckpt"] = round(r["step_s"] / plain["step_s"], 3)
+            r["memory_vs_no_ckpt"] = round(r["peak_rss_MB"] / plain["peak_rss_MB"], 3)
     out = {"machine": f"{torch.get_num_threads()} threads, torch {torch.__version__}, fp32 CPU", "rows": results}
     print(json.dumps(out, indent=2))
     if a.json:
