@@ -330,3 +330,29 @@ def test_pos_embed_error():
 
     with pytest.raises(ValueError, match=r"pos_embed must be 'sincos' or 'mlp', got 'rope'"):
         PosEmbed("rope", 2, 16)
+
+
+def test_decoder_leaves_padding_out_and_real_tokens_decode_as_with_it(make_model, image_batch):
+    """Packing the real tokens before the decoder changes nothing for them (padded keys are masked
+    either way); padded positions predict 0. The reference decodes the whole padded sequence."""
+    model = make_model().eval()
+    # sample 1 lacks group 1 (fixture); samples 0 and 2: one unmeasured patch (in both groups)
+    image_batch["x"][0, :, :4, :4] = float("nan")
+    image_batch["x"][2, :, 8:12, 4:8] = float("nan")
+    tokens = model.tokenizer.tokens(image_batch)
+    assert tokens.pad.sum(1).tolist() == [2, 16, 2]  # so every row is packed: width 30 of 32
+    masking = M.random_masking(tokens.pad, 0.75, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        latent = model.forward_encoder(tokens, masking)
+        pred = model.forward_decoder(latent, tokens, masking)
+        y = model.decoder_embed(latent)
+        y = torch.where(masking.keep_pad[..., None], model.mask_token, y)
+        full = model.mask_token.expand(*tokens.pad.shape, -1).clone()
+        full = full.scatter(1, masking.ids_keep[..., None].expand_as(y), y)
+        full = full + model.decoder_pos(tokens.pos) + model.decoder_group(tokens.group)
+        full = model.decoder(full, tokens.pad)
+    real = ~tokens.pad
+    for g, head in enumerate(model.heads):
+        sel = real & (tokens.group == g)
+        assert torch.allclose(pred[sel], head(full[sel]), atol=1e-5), g
+    assert (pred[tokens.pad] == 0).all()
