@@ -25,30 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def matmul_peak() -> dict:
-    best = 0.0
-    for n in (1024, 2048, 3072):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        t = time.perf_counter()
-        reps = 3
-        for _ in range(reps):
-            a @ b
-        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return {"row": "matmul", "gflops": round(best, 1)}
+from benchlib import matmul_peak, peak_rss_mb
 
 
 def _time_steps(step, steps: int) -> float:
@@ -148,7 +131,7 @@ def monai_3d(batch: int, steps: int, size: int, fused: bool) -> dict:
 
 def run_row(row: str, a: argparse.Namespace) -> dict:
     if row == "matmul":
-        return matmul_peak()
+        return {"row": "matmul", "gflops": matmul_peak()}
     name, _, b = row.partition("@")
     bs = int(b) if b else (1 if "3d" in name else a.batch)
     fns = {
@@ -163,7 +146,7 @@ def run_row(row: str, a: argparse.Namespace) -> dict:
     r = fns[name]()
     return {"row": row, "batch": bs, "params_M": r["params_M"], "step_s": round(r["step_s"], 3),
             "samples_per_s": round(bs / r["step_s"], 3), "tokens_per_s": round(r["tokens"] / r["step_s"], 1),
-            "model_gflops_per_s": round(r["flops"] / r["step_s"] / 1e9, 1), "peak_rss_MB": round(_rss_mb(), 1)}
+            "model_gflops_per_s": round(r["flops"] / r["step_s"] / 1e9, 1), "peak_rss_MB": round(peak_rss_mb(), 1)}
 
 
 ROWS = ("matmul", "ours_vitb", "ours_vitb_ckpt", "hf_vitmae", "hf_vitmae_fused", "ours_3d", "monai_3d",

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from report import markdown_table
 
 # the CLI's Domain of each package (``<package>.cli`` module : class)
 DOMAINS = {
@@ -307,28 +308,15 @@ def main() -> None:
 
 def report(r: dict) -> None:
     w = r["machine"].split(", ")[1].split()[0]
-    print(f"\n## data path ({r['machine']}; {r['warmup']} warm-up + {r['steps']} timed steps)")
-    print(f"| domain | model | batch | model-only sps | loader 0w sps | loader {w}w sps | engine, data in memory sps | "
-          "end-to-end sps | wait ms/step | in-step ms | engine ratio | ratio (>= 0.9) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for d in r["domains"]:
-        if "error" in d:
-            print(f"| {d['domain']} | error: {d['error']} |")
-            continue
-        print(f"| {d['domain']} | {d['model']} | {d['batch']} | {d['model_sps']} | {d['loader0_sps']} | "
-              f"{d[f'loader{w}_sps']} | {d['engine_mem_sps']} | {d['e2e_sps']} | {d['e2e_wait_ms']} | "
-              f"{d['e2e_step_ms']} | {d['engine_ratio']} | {d['ratio']} |")
+    print(f"\n## data path ({r['machine']}; {r['warmup']} warm-up + {r['steps']} timed steps; ratio target >= 0.9)")
+    print("\n".join(markdown_table(r["domains"], (
+        "domain", "model", "batch", "model_sps", "loader0_sps", f"loader{w}_sps", "engine_mem_sps", "e2e_sps",
+        "e2e_wait_ms", "e2e_step_ms", "engine_ratio", "ratio", "error"))))
     if r["medmae_cache"]:
-        print("\n| medmae case | cache | crop | samples/epoch | epoch 1 s | epoch 2 s | speed-up (>= 10) | "
-              "vs no-cache epoch |")
-        print("|---|---|---|---|---|---|---|---|")
-        for c in r["medmae_cache"]:
-            if "error" in c:
-                print(f"| {c['case']} | {c['cache']} | error: {c['error']} |")
-                continue
-            print(f"| {c['case']} ({c['spacing_mm']} mm) | {c['cache']} | {c['crop']}^3 | {c['samples_per_epoch']} | "
-                  f"{c['epoch1_s']} | {c['epoch2_s']} | {c['speedup']} | {c.get('vs_no_cache', '')} |")
-
+        print("\n## medmae cache (speedup = epoch 1 / epoch 2, target >= 10)")
+        print("\n".join(markdown_table(r["medmae_cache"], (
+            "case", "cache", "spacing_mm", "crop", "samples_per_epoch", "epoch1_s", "epoch2_s", "speedup",
+            "vs_no_cache", "error"))))
 
 if __name__ == "__main__":
     main()

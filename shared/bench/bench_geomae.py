@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
-from benchlib import time_limit
+from benchlib import peak_rss_mb, time_limit
 from torch.utils.data import DataLoader
 
 from geomae.bands import get_preset
@@ -118,7 +117,7 @@ def train_speed(name: str, chip: int, steps: int, sources, stats, tmp: Path) -> 
                       warmup_steps=0)
     s = run_pretrain(model, ds, tmp / name, cfg, logger=False)
     return {"model": name, "chip": chip, "steps": steps, "samples_per_s": s["samples_per_s"],
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": round(peak_rss_mb())}
 
 
 def main() -> None:

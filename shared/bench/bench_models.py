@@ -55,7 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchlib import peak_rss_mb
+from benchlib import matmul_peak, peak_rss_mb
+from report import markdown_table
 
 # Registered models that no shipped config names (or whose config needs a change to run on the
 # bundled sample): (config, --set overrides). The reason is kept in the row's "config" column.
@@ -204,19 +205,6 @@ def measure(name: str, batch_cap: int, steps: int) -> dict[str, Any]:
     return row
 
 
-def matmul_peak(sizes: tuple[int, ...], repeats: int = 3) -> dict[str, Any]:
-    """Best fp32 ``a @ b`` throughput over ``sizes`` (one warm-up, then the fastest of ``repeats``)."""
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        for _ in range(repeats):
-            t = time.perf_counter()
-            a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return {"row": "matmul", "domain": "", "gflops": round(best, 1), "sizes": list(sizes)}
-
-
 def is_tiny(name: str) -> bool:
     return "tiny" in name
 
@@ -240,7 +228,8 @@ def run_child(row: str, a: argparse.Namespace) -> dict[str, Any]:
 
 def one_row(row: str, a: argparse.Namespace) -> dict[str, Any]:
     if row == "matmul":
-        return matmul_peak((1024, 2048) if a.quick else (1024, 2048, 3072))
+        sizes = (1024, 2048) if a.quick else (1024, 2048, 3072)
+        return {"row": "matmul", "domain": "", "gflops": matmul_peak(sizes), "sizes": list(sizes)}
     try:
         steps = a.steps_tiny if is_tiny(row) else a.steps_full
         return {"row": row, **measure(row, a.max_batch, steps)}
@@ -250,13 +239,9 @@ def one_row(row: str, a: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     cols = ("row", "batch", "params_M", "step_s", "samples_per_s", "tokens_per_s", "step_gflop", "gflop_6PT",
-            "model_gflops_per_s", "mfu", "peak_rss_MB", "input")
-    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in rows:
-        cells = [str(r.get(c, r.get("error", "") if c == "input" else "")) for c in cols]
-        if r["row"] == "matmul":
-            cells[cols.index("model_gflops_per_s")] = str(r["gflops"])
-        print("| " + " | ".join(c.replace("|", "/")[:70] for c in cells) + " |")
+            "model_gflops_per_s", "mfu", "peak_rss_MB", "input", "error")
+    shown = [{**r, "model_gflops_per_s": r["gflops"]} if r["row"] == "matmul" else r for r in rows]
+    print("\n".join(markdown_table(shown, cols)))
 
 
 def main() -> None:

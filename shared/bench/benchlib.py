@@ -18,6 +18,20 @@ def time_limit(seconds: float) -> Timer:
     return Timer(duration=timedelta(seconds=seconds), interval="step")
 
 
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 3) -> float:
+    """The machine's limit for MFU: best fp32 ``a @ b`` GFLOP/s over square ``sizes`` (one warm-up
+    each, then the fastest of ``repeats``)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return round(best, 1)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,12 @@ def _is_rows(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(r, dict) for r in v)
 
 
-def _table(rows: list[dict[str, Any]]) -> list[str]:
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols and not _is_rows(r[k])]
+def markdown_table(rows: list[dict[str, Any]], cols: Sequence[str] | None = None) -> list[str]:
+    """Rows of dicts -> markdown lines; ``cols`` (default: the union of the rows' keys, in order)."""
+    if cols is None:
+        cols = []
+        for r in rows:
+            cols += [k for k in r if k not in cols and not _is_rows(r[k])]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
     return out
@@ -68,7 +71,7 @@ def section(name: str, data: Any) -> list[str]:
     if scalars:
         lines += ["| key | value |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in scalars] + [""]
     for key, rows in tables:
-        lines += [f"**{key}**", ""] + _table(rows) + [""]
+        lines += [f"**{key}**", ""] + markdown_table(rows) + [""]
     return lines
 
 

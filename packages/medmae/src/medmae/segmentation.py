@@ -31,12 +31,10 @@ import json
 import logging
 import math
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,10 +51,8 @@ from torch.utils.data import Dataset
 from maecore import masking as M
 from maecore.errors import DataError
 from maecore.models.pretrained import load_pretrained
-from maecore.tasks.checkpoint import find_resume_checkpoint
 from maecore.tasks.config import TrainConfig
-from maecore.tasks.finetune import HEAD_CONFIG, HEAD_WEIGHTS, FinetuneTask, load_finetuned
-from maecore.tasks.pretrain import build_trainer
+from maecore.tasks.finetune import HEAD_CONFIG, HEAD_WEIGHTS, FinetuneTask, fit_finetune, load_finetuned
 
 log = logging.getLogger(__name__)
 SEG_HEADS = ("unetr", "linear")
@@ -316,26 +312,13 @@ def run_unetr_finetune(
     """Fine-tune ``model`` with a UNETR head (as :func:`maecore.tasks.finetune.run_finetune`):
     metrics in ``RUN/metrics.csv``, validation once at the end, export to ``RUN/export`` (load it
     with :func:`load_segmenter`). The summary holds the final ``val/dice`` and ``val/dice_<k>``."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt = find_resume_checkpoint(run_dir, resume)
-    ft = UNETRFinetuneTask(model, cfg, n_classes, feature_size, layer_decay, freeze_encoder, train_dataset,
-                           val_dataset)
-    trainer = build_trainer(cfg, run_dir, callbacks, logger)
-    if val_dataset is None:
-        trainer.limit_val_batches = 0
-    t0 = time.perf_counter()
-    trainer.fit(ft, ckpt_path=str(ckpt) if ckpt else None)
-    wall = time.perf_counter() - t0
-    final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
-    export = run_dir / "export"
-    if trainer.is_global_zero:
-        ft.export(export, class_names)
-    dice = {k.split("dice_", 1)[1]: v for k, v in final.items() if k.startswith("val/dice_")}
-    return {"task": "segmentation", "seg_head": "unetr", "steps": trainer.global_step, "wall_s": round(wall, 3),
-            "export_dir": str(export), "metrics_csv": str(run_dir / "metrics.csv"), **final,
-            "val_dice_per_class": dice or None}
+    def make_task() -> UNETRFinetuneTask:
+        return UNETRFinetuneTask(model, cfg, n_classes, feature_size, layer_decay, freeze_encoder, train_dataset,
+                                 val_dataset)
+
+    summary = fit_finetune(make_task, run_dir, cfg, class_names, resume, callbacks, logger)
+    dice = {k.split("dice_", 1)[1]: v for k, v in summary.items() if k.startswith("val/dice_")}
+    return {"task": "segmentation", "seg_head": "unetr", **summary, "val_dice_per_class": dice or None}
 
 
 # ---------------------------------------------------------------------- the fine-tuned export

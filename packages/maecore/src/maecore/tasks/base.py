@@ -148,7 +148,7 @@ class BaseTask(L.LightningModule):
         return torch.Generator(device=device).manual_seed(self.step_seed(micro, GENERATOR_STREAM))
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Lightning walks the whole batch to move it; on the CPU nothing moves (1-2 ms a step saved)."""
+        """Lightning walks the whole batch every step to move it; on the CPU there is nothing to move."""
         if device.type == "cpu":
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)

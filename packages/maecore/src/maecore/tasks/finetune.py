@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -348,14 +348,33 @@ def run_finetune(
     continues from the last one). Returns a summary: task, steps, wall_s, final train_loss,
     export_dir, metrics_csv and the final ``val/*`` metrics.
     """
+    def make_task() -> FinetuneTask:
+        return FinetuneTask(model, cfg, task, n_classes, layer_decay, freeze_encoder, label_key, ignore_index,
+                            groups, train_dataset, val_dataset)
+
+    return {"task": task, **fit_finetune(make_task, run_dir, cfg, class_names, resume, callbacks, logger)}
+
+
+def fit_finetune(
+    make_task: Callable[[], FinetuneTask],
+    run_dir: str | Path,
+    cfg: TrainConfig,
+    class_names: Sequence[str] | None = None,
+    resume: str | None = None,
+    callbacks: Sequence[Callback] = (),
+    logger: bool = True,
+) -> dict[str, Any]:
+    """The fine-tuning run around a task (a :class:`FinetuneTask` or a subclass with its own head):
+    seed, then ``make_task()`` (so the head's initialisation is seeded), fit into ``run_dir`` with
+    resume and the end-of-run validation, export on rank 0. Returns steps, wall_s, export_dir,
+    metrics_csv and the final ``train/*`` and ``val/*`` metrics."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt = find_resume_checkpoint(run_dir, resume)
-    ft = FinetuneTask(model, cfg, task, n_classes, layer_decay, freeze_encoder, label_key, ignore_index, groups,
-                      train_dataset, val_dataset)
+    ft = make_task()
     trainer = build_trainer(cfg, run_dir, callbacks, logger)
-    if val_dataset is None:
+    if ft.val_dataset is None:
         trainer.limit_val_batches = 0  # no validation loop at all (not an empty one)
     t0 = time.perf_counter()
     trainer.fit(ft, ckpt_path=str(ckpt) if ckpt else None)
@@ -364,7 +383,7 @@ def run_finetune(
     export = run_dir / "export"
     if trainer.is_global_zero:
         ft.export(export, class_names)
-    return {"task": task, "steps": trainer.global_step, "wall_s": round(wall, 3), "export_dir": str(export),
+    return {"steps": trainer.global_step, "wall_s": round(wall, 3), "export_dir": str(export),
             "metrics_csv": str(run_dir / "metrics.csv"), **final}
 
 
