@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -21,7 +22,15 @@ from maecore.models import create_model, load_pretrained
 from maecore.tasks import NonFiniteError, PretrainTask, TrainConfig, run_pretrain
 from maecore.tasks.base import default_param_groups, warmup_cosine
 from maecore.tasks.checkpoint import safe_torch_load
-from maecore.tasks.data import SeededItems, StepLoader, StepSampler, collate_dict, make_loader
+from maecore.tasks.data import (
+    PACK_ALIGN,
+    SeededItems,
+    StepLoader,
+    StepSampler,
+    collate_dict,
+    collate_packed,
+    make_loader,
+)
 from maecore.tasks.pretrain import embedding_spread
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
@@ -205,6 +214,37 @@ def test_collate_dict_stacks_tensors_and_keeps_metadata():
         collate_dict([])
 
 
+
+def _same_batch(a: dict, b: dict) -> bool:
+    def same(x, y):
+        if isinstance(x, torch.Tensor):
+            return isinstance(y, torch.Tensor) and x.dtype == y.dtype and torch.equal(x, y)
+        if isinstance(x, list):
+            return isinstance(y, list) and len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
+        return x == y
+
+    return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+
+
+def test_collate_packed_is_collate_dict_in_one_buffer():
+    samples = [{"x": torch.randn(2, 3), "valid": torch.tensor([True, i > 0]), "label": torch.tensor(i),
+                "pts": torch.randn(i + 1, 3).double(), "name": f"s{i}", "spacing": [1.0, 2.0]} for i in range(3)]
+    packed = collate_packed(samples)
+    assert _same_batch(packed.unpack(), collate_dict(samples))
+    # one storage holds every tensor, each at an aligned offset; a pickle round trip rebuilds the views
+    assert len({t.untyped_storage().data_ptr() for t in [packed.unpack()["x"], *packed.unpack()["pts"]]}) == 1
+    assert all(offset % PACK_ALIGN == 0 for _, _, offset in packed.slots)
+    assert _same_batch(pickle.loads(pickle.dumps(packed)).unpack(), collate_dict(samples))
+
+
+def test_loader_workers_hand_over_the_same_batches_as_the_main_process():
+    ds = Smooth(n=12, augment=True)
+    main = list(make_loader(ds, _cfg(batch_size=4), n_batches=5))
+    workers = list(make_loader(ds, _cfg(batch_size=4, num_workers=2), n_batches=5))
+    assert all(_same_batch(a, b) for a, b in zip(main, workers, strict=True))
+    assert isinstance(workers[0]["x"], torch.Tensor) and workers[0]["x"].shape == (4, 3, 16, 16)
+
+
 # ---------------------------------------------------------------------- resume in process
 class StopAt(Callback):
     def __init__(self, step: int) -> None:
@@ -287,6 +327,20 @@ def test_too_many_nonfinite_steps_stop_the_run_and_keep_the_checkpoint(tmp_path:
     weights = {f"model.{k}": v for k, v in model.state_dict().items()}
     assert all(torch.equal(saved["state_dict"][k], v) for k, v in weights.items())  # the last good weights
     assert not any(ckpt.parent.glob(".last.ckpt.*"))
+
+
+def test_clipping_by_the_engine_norm_matches_lightning_and_clips(tmp_path: Path, monkeypatch):
+    # a clip far below the gradient norm: Adam's epsilon then sees the scale, so clipping shows in the weights
+    cfg = _cfg(max_steps=6, grad_clip=1e-7, log_every=2)
+    ours = _model()
+    run_pretrain(ours, Smooth(n=16), tmp_path / "ours", cfg, logger=False)
+    unclipped = _model()
+    run_pretrain(unclipped, Smooth(n=16), tmp_path / "off", dataclasses.replace(cfg, grad_clip=0.0), logger=False)
+    monkeypatch.setattr(PretrainTask, "configure_gradient_clipping", L.LightningModule.configure_gradient_clipping)
+    lightning = _model()
+    run_pretrain(lightning, Smooth(n=16), tmp_path / "lightning", cfg, logger=False)
+    assert torch.allclose(_flat(ours), _flat(lightning), rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(_flat(ours), _flat(unclipped), rtol=1e-3, atol=1e-5)
 
 
 def test_embedding_spread_is_zero_for_a_collapsed_encoder():
