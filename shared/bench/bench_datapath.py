@@ -9,15 +9,15 @@ Rows, each in its own process (a crash is reported in its row; the other rows st
    bundled sample, the dataset and model built as ``<domain> pretrain`` builds them:
    - model_sps: the model alone: the engine loader's first batches (same seed and order) held in
      memory, forward, backward, the engine's AdamW (same model, batch size, threads); samples/s
-     over --steps after --warmup, measured first and again last in the process; the faster of the
-     two (both in the JSON);
+     over --steps after --warmup, measured twice, interleaved with the two end-to-end runs; the
+     faster of the two (both in the JSON);
    - loader0_sps, loaderW_sps: the engine's training loader alone (``make_loader``, no model) with
      0 and with --workers workers; samples/s over the batches after the warm-up ones;
    - e2e_sps: ``run_pretrain`` (Lightning, train.num_workers=--workers, metrics CSV as the CLI
      writes it, every 10 steps as the default configs log, not every 2-5 as the test-sized tiny
      ones) for warm-up + --steps optimizer steps; samples/s from the wall time between the end
      of step W and the end of step W+N (process start, data and model building, worker start and
-     the first W steps are excluded). Checkpoints: train.ckpt_every is set past the last step, so
+     the first W steps are excluded); two runs, the faster one reported (both in the JSON). Checkpoints: train.ckpt_every is set past the last step, so
      no checkpoint is written inside the timed window (only the engine's final one, after it);
    - e2e_wait_ms / e2e_step_ms: per step, the mean time the engine waited for its batch (end of a
      step to start of the next: the loader plus Lightning's own work between steps) and spent inside
@@ -196,9 +196,14 @@ def domain_row(name: str, a: argparse.Namespace) -> dict:
     held = [dataset[i] for i in pick]
     engine = end_to_end(domain, cfg, held, replace(tc, num_workers=0), a.warmup, meta)
     row["engine_mem_sps"], row["engine_mem_wait_ms"] = engine["sps"], engine["wait_ms"]
-    e2e = end_to_end(domain, cfg, dataset, tc, a.warmup, meta)
-    row.update({"e2e_sps": e2e["sps"], "e2e_wait_ms": e2e["wait_ms"], "e2e_step_ms": e2e["step_ms"]})
-    last = model_only(cfg, tc, batches, a.warmup, a.steps)["model_sps"]  # again: noise on a shared machine
+    # end to end and the model alone, twice each and interleaved: on this shared VM the same run
+    # varies by up to 20 % from one minute to the next; the faster of each pair is compared
+    e2e_runs = [end_to_end(domain, cfg, dataset, tc, a.warmup, meta)]
+    last = model_only(cfg, tc, batches, a.warmup, a.steps)["model_sps"]
+    e2e_runs.append(end_to_end(domain, cfg, dataset, tc, a.warmup, meta))
+    e2e = max(e2e_runs, key=lambda r: r["sps"])
+    row.update({"e2e_sps": e2e["sps"], "e2e_wait_ms": e2e["wait_ms"], "e2e_step_ms": e2e["step_ms"],
+                "e2e_sps_runs": [r["sps"] for r in e2e_runs]})
     row.update(model_sps=max(first, last), model_sps_first=first, model_sps_last=last)
     row["engine_ratio"] = round(row["engine_mem_sps"] / row["model_sps"], 3)
     row["ratio"] = round(row["e2e_sps"] / row["model_sps"], 3)

@@ -233,7 +233,7 @@ class PackedBatch:
     def views(self) -> list[torch.Tensor]:
         out = []
         for dtype, shape, offset in self.slots:
-            nbytes = math.prod(shape) * _itemsize(dtype)
+            nbytes = math.prod(shape) * dtype.itemsize
             out.append(self.buffer[offset : offset + nbytes].view(dtype).view(shape))
         return out
 
@@ -241,8 +241,9 @@ class PackedBatch:
         views = self.views()
         return {k: _fill(v, views) for k, v in self.skeleton.items()}
 
-    def pin_memory(self, device: Any = None) -> PackedBatch:
-        return PackedBatch(self.buffer.pin_memory(device), self.slots, self.skeleton)
+    def pin_memory(self) -> PackedBatch:
+        """The batch in page-locked memory (DataLoader ``pin_memory=True``): one buffer to pin."""
+        return PackedBatch(self.buffer.pin_memory(), self.slots, self.skeleton)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # the views are rebuilt, not sent
         return PackedBatch, (self.buffer, self.slots, self.skeleton)
@@ -260,10 +261,6 @@ def _fill(value: Any, views: list[torch.Tensor]) -> Any:
     return value
 
 
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def collate_packed(samples: Sequence[dict[str, Any]]) -> PackedBatch:
     """:func:`collate_dict` into a :class:`PackedBatch`: every tensor, stacked or kept in a list,
     is written straight into one buffer, in shared memory when called in a loader worker."""
@@ -277,7 +274,7 @@ def collate_packed(samples: Sequence[dict[str, Any]]) -> PackedBatch:
         nonlocal offset
         slots.append((dtype, shape, offset))
         sources.append(source)
-        offset += -(-math.prod(shape) * _itemsize(dtype) // PACK_ALIGN) * PACK_ALIGN
+        offset += -(-math.prod(shape) * dtype.itemsize // PACK_ALIGN) * PACK_ALIGN
         return _Slot(len(slots) - 1)
 
     for k, (stack, vals) in plan.items():
