@@ -141,6 +141,10 @@ def test_train_config_errors():
         TrainConfig(max_steps="ten")
     with pytest.raises(ValueError, match=r"train.strategy must be one of auto, ddp, .*got 'horovod'"):
         TrainConfig(strategy="horovod")
+    with pytest.raises(ValueError, match=r"train.grad_clip=1.0 clips by the gradient norm, which .* cannot do under "
+                                         r"train.strategy=fsdp .*set train.grad_clip=0 or use ddp"):
+        TrainConfig(strategy="fsdp")
+    assert TrainConfig(strategy="fsdp", grad_clip=0.0).strategy == "fsdp"
     with pytest.raises(ValueError, match=r"train.precision must be one of .*bf16-mixed.*got 'fp8'"):
         TrainConfig(precision="fp8")
     with pytest.raises(ValueError, match=r"train.devices must be an integer or 'auto', got 'two'"):

@@ -81,6 +81,11 @@ class TrainConfig:
         for name, allowed in (("strategy", STRATEGIES), ("accelerator", ACCELERATORS), ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.strategy == "fsdp" and self.grad_clip > 0:  # Lightning-AI/pytorch-lightning#19235
+            raise ValueError(
+                f"train.grad_clip={self.grad_clip} clips by the gradient norm, which Lightning's Trainer cannot do "
+                "under train.strategy=fsdp (its FSDP precision plugin raises); set train.grad_clip=0 or use ddp"
+            )
         if isinstance(self.devices, str) and self.devices != "auto":
             try:
                 self.devices = int(self.devices)
