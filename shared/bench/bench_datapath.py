@@ -17,8 +17,9 @@ Rows, each in its own process (a crash is reported in its row; the other rows st
      writes it, every 10 steps as the default configs log, not every 2-5 as the test-sized tiny
      ones) for warm-up + --steps optimizer steps; samples/s from the wall time between the end
      of step W and the end of step W+N (process start, data and model building, worker start and
-     the first W steps are excluded); two runs, the faster one reported (both in the JSON). Checkpoints: train.ckpt_every is set past the last step, so
-     no checkpoint is written inside the timed window (only the engine's final one, after it);
+     the first W steps are excluded); two runs, the faster one reported (both in the JSON).
+     Checkpoints: train.ckpt_every is set past the last step, so no checkpoint is written inside
+     the timed window (only the engine's final one, after it);
    - e2e_wait_ms / e2e_step_ms: per step, the mean time the engine waited for its batch (end of a
      step to start of the next: the loader plus Lightning's own work between steps) and spent inside
      the step (includes clipping, the LR schedule, logging and the engine's periodic ``encode`` for
