@@ -155,6 +155,31 @@ def test_flips_follow_the_seeded_axes_on_the_same_crop(tmp_path, case_maker, nif
     assert len(seen) > 3 and flip_axes_of(dc, 5) == flip_axes_of(dc, 5)  # varied, and a function of i
 
 
+@pytest.mark.parametrize("with_seg", [False, True])
+def test_reseeded_crops_equal_monais_own_seeding(tmp_path, case_maker, nifti_writer, with_seg: bool):
+    """ReseededRandom gives the crops of ``compose.set_random_state(seed=s)`` (a new RandomState per
+    transform and sample), for the random crop and the labelled pos/neg crop alike."""
+    from monai.data import MetaTensor
+
+    from medmae.data import ReseededRandom, random_transforms
+
+    folder = case_maker(tmp_path / "a", shape=(30, 30, 30))
+    if with_seg:
+        affine = nib.load(next(folder.glob("*t1.nii.gz"))).affine
+        nifti_writer(folder / "a_seg.nii.gz", (np.arange(30**3).reshape(30, 30, 30) % 7 == 0).astype(np.uint8), affine)
+    dc = small_config(roi_size=[8, 8, 8])
+    d = MRIDataset(find_cases(folder)[0], dc, with_seg=with_seg).preprocessed(0)
+    ours, theirs = ReseededRandom(random_transforms(dc, with_seg)), random_transforms(dc, with_seg)
+    for s in (0, 1, 12345, 2**32 - 1):
+        a = ours(d, seed=s)
+        b = theirs.set_random_state(seed=s)(d)
+        a, b = (a[0], b[0]) if with_seg else (a, b)
+        assert not isinstance(a["image"], MetaTensor)  # meta tracking off for the crop
+        assert torch.equal(a["image"], b["image"].as_tensor()), s
+        if with_seg:
+            assert torch.equal(a["seg"], b["seg"].as_tensor()), s
+
+
 @pytest.mark.parametrize(("key", "value", "match"), [
     ("roi_size", [16, 16], "data.roi_size must be three positive integers"),
     ("cache", "ram", "data.cache must be one of"),
