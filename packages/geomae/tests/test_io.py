@@ -181,6 +181,36 @@ def test_stats_and_chips(sample_tif: Path, tmp_path: Path):
     assert len(RasterChips(sources, 32, 32, stats, min_valid=0.99, jitter=False)) < 144
 
 
+def test_cached_chips_equal_window_reads(sample_tif: Path, make_tif, tmp_path: Path):
+    """The memory cache only changes where a chip is cut from: every chip (jittered, at the
+    nodata border, past the edge of a raster smaller than a chip) equals its windowed read; a
+    raster that does not fit what is left of the budget is read by windows."""
+    import torch
+
+    small = make_tif(tmp_path / "small.tif", np.random.default_rng(0).integers(1, 255, (3, 20, 24), dtype=np.uint8),
+                     nodata=0)
+    sources = open_sources([sample_tif, small], RGB, None, 8)
+    stats = compute_stats(sources, RGB)
+    plain = RasterChips(sources, 32, 32, stats, min_valid=0.3, jitter=True)
+    cached = RasterChips(sources, 32, 32, stats, min_valid=0.3, jitter=True, cache_mb=64)
+    assert len(plain) == len(cached) and plain.items[-1][0] == 1  # the small raster's one chip is in
+    for k in range(len(plain)):
+        torch.manual_seed(k)  # the jitter draw
+        a = plain[k]
+        torch.manual_seed(k)
+        b = cached[k]
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True)
+    assert cached._scenes[0] is not None and cached._scenes[1] is not None
+    one = 3 * 384 * 384 * 5 / 2**20  # the sample raster's decoded size in MiB: the small one no longer fits
+    tight = RasterChips(sources, 32, 32, stats, min_valid=0.3, jitter=False, cache_mb=one)
+    tight[0], tight[len(tight) - 1]
+    assert tight._scenes[0] is not None and tight._scenes[1] is None
+    with pytest.raises(ValueError, match="cache_mb must be >= 0"):
+        RasterChips(sources, 32, 32, stats, cache_mb=-1)
+
+
 def test_grid_windows_cover_the_raster():
     assert grid_windows(70, 64, 32, 32) == [(r, c) for r in (0, 32, 38) for c in (0, 32)]
     assert grid_windows(10, 10, 32, 16) == [(0, 0)]

@@ -56,7 +56,8 @@ def _write_chip_shards(cfg: dict[str, Any], preset: Preset, sources: list, stats
 
     chip = check_chip_size(cfg)
     d = cfg["data"]
-    chips = RasterChips(sources, chip, int(d["stride"]), stats, float(d["min_valid"]), jitter=False)
+    chips = RasterChips(sources, chip, int(d["stride"]), stats, float(d["min_valid"]), jitter=False,
+                        cache_mb=float(d["cache_mb"]))
     keys = ("x", "valid", "group_pad", "window")
 
     def samples():
@@ -176,7 +177,8 @@ class GeoDomain(Domain):
         if d.get("reader", "rasterio") == "torchgeo":
             ds: Dataset = TorchgeoChips(sources, chip, stats, int(d["length"]), "random", int(cfg["train"]["seed"]))
         elif d.get("reader", "rasterio") == "rasterio":
-            ds = RasterChips(sources, chip, int(d["stride"]), stats, float(d["min_valid"]), jitter=True)
+            ds = RasterChips(sources, chip, int(d["stride"]), stats, float(d["min_valid"]), jitter=True,
+                             cache_mb=float(d["cache_mb"]))
         else:
             raise ConfigError(f"data.reader must be 'rasterio' or 'torchgeo', got {d['reader']!r}")
         ds.preset, ds.stats = preset, stats  # type: ignore[attr-defined]
