@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from cardiomae.preprocess import (
     PrepConfig,
     clean,
     flat_runs,
+    nan_mean_std,
     parse_lead_map,
     prepare,
     resample,
@@ -154,3 +156,20 @@ def test_beats_and_heart_rate(sample: Path):
     assert hr is not None and abs(hr - 60 * n_beats / 10) < 15
     with pytest.raises(DataError, match="beat annotations"):
         annotated_beats(load_prepared([sample / "a103l"], cfg))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_mean_std_is_numpys_bit_for_bit(dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((13, 1000)) * rng.uniform(0.01, 100, (13, 1))).astype(dtype)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[4] = np.nan  # an absent lead
+    x[6, 7] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = np.nanmean(x, 1), np.nanstd(x, 1)
+    got = nan_mean_std(x)
+    for w, g in zip(want, got):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    assert np.isnan(got[0][4]) and np.isnan(got[1][6])
