@@ -20,7 +20,8 @@ from torch import nn
 from maecore.errors import ConfigError, UnsafeCheckpointError
 from maecore.models import create_model, load_pretrained
 from maecore.tasks import NonFiniteError, PretrainTask, TrainConfig, run_pretrain
-from maecore.tasks.base import default_param_groups, warmup_cosine
+from maecore.tasks import data as data_module
+from maecore.tasks.base import adamw, default_param_groups, warmup_cosine
 from maecore.tasks.checkpoint import safe_torch_load
 from maecore.tasks.data import (
     PACK_ALIGN,
@@ -131,6 +132,24 @@ def test_no_weight_decay_on_norms_biases_and_embeddings():
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
 
 
+def test_adamw_skips_the_graph_capture_check_only_for_cpu_parameters(monkeypatch):
+    """torch's per-step CUDA-graph check (an NVML library load a step once Lightning is imported,
+    on a machine without a GPU) is skipped when every parameter is on the CPU, and still run
+    otherwise; torch's own AdamW calls it (this would notice a rename in torch)."""
+    calls = []
+    monkeypatch.setattr(torch.optim.Optimizer, "_accelerator_graph_capture_health_check",
+                        lambda self: calls.append(type(self).__name__))
+    p = nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    opt = adamw([{"params": [p]}], lr=0.1)
+    opt.step()
+    assert calls == [] and p.detach().lt(1).all()
+    torch.optim.AdamW([p], lr=0.1).step()
+    assert calls == ["AdamW"]
+    adamw([{"params": [nn.Parameter(torch.ones(3, device="meta"))]}], lr=0.1)._accelerator_graph_capture_health_check()
+    assert calls == ["AdamW", "AdamW"]
+
+
 # ---------------------------------------------------------------------- config
 def test_train_config_errors():
     with pytest.raises(ConfigError, match=r"unknown train key\(s\) \['learning_rate'\]; valid keys: .*lr"):
@@ -239,14 +258,21 @@ def test_collate_packed_is_collate_dict_in_one_buffer():
     assert len({t.untyped_storage().data_ptr() for t in [packed.unpack()["x"], *packed.unpack()["pts"]]}) == 1
     assert all(offset % PACK_ALIGN == 0 for _, _, offset in packed.slots)
     assert _same_batch(pickle.loads(pickle.dumps(packed)).unpack(), collate_dict(samples))
+    assert packed.inline is not None and len(pickle.dumps(packed)) > packed.buffer.numel()  # sent by value
+    empty = collate_packed([{"name": "a"}, {"name": "b"}])
+    assert pickle.loads(pickle.dumps(empty)).unpack() == {"name": ["a", "b"]}
 
 
-def test_loader_workers_hand_over_the_same_batches_as_the_main_process():
+@pytest.mark.parametrize("inline_max", [data_module.INLINE_MAX, 0])
+def test_loader_workers_hand_over_the_same_batches_as_the_main_process(monkeypatch, inline_max: int):
+    """Whichever way a worker sends a batch (by value, or in shared memory past ``INLINE_MAX``)."""
+    monkeypatch.setattr(data_module, "INLINE_MAX", inline_max)  # forked workers inherit it
     ds = Smooth(n=12, augment=True)
     main = list(make_loader(ds, _cfg(batch_size=4), n_batches=5))
     workers = list(make_loader(ds, _cfg(batch_size=4, num_workers=2), n_batches=5))
     assert all(_same_batch(a, b) for a, b in zip(main, workers, strict=True))
     assert isinstance(workers[0]["x"], torch.Tensor) and workers[0]["x"].shape == (4, 3, 16, 16)
+    assert workers[0]["x"].is_shared() == (inline_max == 0)  # the path the worker took
 
 
 # ---------------------------------------------------------------------- resume in process
