@@ -9,15 +9,14 @@ Rows, each in its own process (a crash is reported in its row; the other rows st
    bundled sample, the dataset and model built as ``<domain> pretrain`` builds them:
    - model_sps: the model alone: the engine loader's first batches (same seed and order) held in
      memory, forward, backward, the engine's AdamW (same model, batch size, threads); samples/s
-     over --steps after --warmup, measured twice, interleaved with the two end-to-end runs; the
-     faster of the two (both in the JSON);
+     over --steps after --warmup;
    - loader0_sps, loaderW_sps: the engine's training loader alone (``make_loader``, no model) with
      0 and with --workers workers; samples/s over the batches after the warm-up ones;
    - e2e_sps: ``run_pretrain`` (Lightning, train.num_workers=--workers, metrics CSV as the CLI
      writes it, every 10 steps as the default configs log, not every 2-5 as the test-sized tiny
      ones) for warm-up + --steps optimizer steps; samples/s from the wall time between the end
      of step W and the end of step W+N (process start, data and model building, worker start and
-     the first W steps are excluded); two runs, the faster one reported (both in the JSON).
+     the first W steps are excluded).
      Checkpoints: train.ckpt_every is set past the last step, so no checkpoint is written inside
      the timed window (only the engine's final one, after it);
    - e2e_wait_ms / e2e_step_ms: per step, the mean time the engine waited for its batch (end of a
@@ -29,6 +28,8 @@ Rows, each in its own process (a crash is reported in its row; the other rows st
      (engine_ratio = engine_mem_sps / model_sps);
    - ratio = e2e_sps / model_sps (target >= 0.9). ratio well below engine_ratio: the data path
      limits; both low: the engine's own per-step work does.
+   model_sps, engine_mem_sps and e2e_sps are each the fastest of --rounds runs made in turn (all
+   of them in the JSON: model_sps_runs, engine_sps_runs, e2e_sps_runs).
 2. medmae cache (the loader alone, 0 workers, batches of train.batch_size): epoch 1 (building the
    dataset, which fills a memory cache, then one pass) and epoch 2 (the next pass) over the bundled
    case at the tiny config, with data.cache = memory, none and disk; without --quick also the 1 mm
@@ -39,8 +40,8 @@ Rows, each in its own process (a crash is reported in its row; the other rows st
 Wall time on the shared 2-core CPU here, 1 thread: default about 5.5 minutes, --quick about 2 minutes
 (a 12 s process start per row is most of --quick).
 
-usage: python shared/bench/bench_datapath.py [--quick] [--steps 80] [--warmup 5] [--workers 2]
-       [--threads N] [--domains maecore,medmae,...] [--set KEY=VALUE] [--no-cache-rows] [--json out.json]
+usage: python shared/bench/bench_datapath.py [--quick] [--steps 80] [--warmup 5] [--rounds 3]
+       [--workers 2] [--threads N] [--domains maecore,medmae,...] [--set KEY=VALUE] [--no-cache-rows] [--json out.json]
 """
 
 from __future__ import annotations
@@ -188,24 +189,25 @@ def domain_row(name: str, a: argparse.Namespace) -> dict:
     meta = {"domain": domain.name, **domain.model_meta(cfg, dataset)}
     row: dict[str, Any] = {"domain": name, "model": cfg["model"]["name"], "batch": tc.batch_size,
                            "items": len(dataset)}
-    row.update(model_only(cfg, tc, batches, a.warmup, a.steps))
-    first = row.pop("model_sps")
     row["loader0_sps"] = loader_alone(dataset, tc, 0, a.warmup, a.steps)
     row[f"loader{a.workers}_sps"] = loader_alone(dataset, tc, a.workers, a.warmup, a.steps)
     # the engine alone: samples in memory (a seeded random subset, as mixed as the loader's), 0 workers
     pick = random.Random(0).sample(range(len(dataset)), min(len(dataset), tc.batch_size * 8))
     held = [dataset[i] for i in pick]
-    engine = end_to_end(domain, cfg, held, replace(tc, num_workers=0), a.warmup, meta)
-    row["engine_mem_sps"], row["engine_mem_wait_ms"] = engine["sps"], engine["wait_ms"]
-    # end to end and the model alone, twice each and interleaved: on this shared VM the same run
-    # varies by up to 20 % from one minute to the next; the faster of each pair is compared
-    e2e_runs = [end_to_end(domain, cfg, dataset, tc, a.warmup, meta)]
-    last = model_only(cfg, tc, batches, a.warmup, a.steps)["model_sps"]
-    e2e_runs.append(end_to_end(domain, cfg, dataset, tc, a.warmup, meta))
-    e2e = max(e2e_runs, key=lambda r: r["sps"])
-    row.update({"e2e_sps": e2e["sps"], "e2e_wait_ms": e2e["wait_ms"], "e2e_step_ms": e2e["step_ms"],
-                "e2e_sps_runs": [r["sps"] for r in e2e_runs]})
-    row.update(model_sps=max(first, last), model_sps_first=first, model_sps_last=last)
+    # the model alone, the engine alone and end to end, interleaved, --rounds times: on this shared
+    # VM the same run varies by 10-40 % from one minute to the next; the fastest of each is compared
+    models, engines, e2es = [], [], []
+    for _ in range(a.rounds):
+        one = model_only(cfg, tc, batches, a.warmup, a.steps)
+        row["params_M"] = one["params_M"]
+        models.append(one["model_sps"])
+        engines.append(end_to_end(domain, cfg, held, replace(tc, num_workers=0), a.warmup, meta))
+        e2es.append(end_to_end(domain, cfg, dataset, tc, a.warmup, meta))
+    engine, e2e = (max(runs, key=lambda r: r["sps"]) for runs in (engines, e2es))
+    row.update({"engine_mem_sps": engine["sps"], "engine_mem_wait_ms": engine["wait_ms"],
+                "e2e_sps": e2e["sps"], "e2e_wait_ms": e2e["wait_ms"], "e2e_step_ms": e2e["step_ms"],
+                "model_sps": max(models), "model_sps_runs": models, "engine_sps_runs": [r["sps"] for r in engines],
+                "e2e_sps_runs": [r["sps"] for r in e2es]})
     row["engine_ratio"] = round(row["engine_mem_sps"] / row["model_sps"], 3)
     row["ratio"] = round(row["e2e_sps"] / row["model_sps"], 3)
     row["target_met"] = row["ratio"] >= 0.9
@@ -251,6 +253,7 @@ def run_child(a: argparse.Namespace) -> dict:
 
 def spawn(row: str, a: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--row", row, "--threads", str(a.threads), "--workers", str(a.workers),
+           "--rounds", str(a.rounds),
            "--warmup", str(a.warmup), "--steps", str(a.steps), *[f"--set={v}" for v in a.set]]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -270,6 +273,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="timed steps / batches (default 80; quick 8)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed first steps / batches (default 5; quick 2)")
     ap.add_argument("--workers", type=int, default=2, help="loader workers of the end-to-end run")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="interleaved model / engine / end-to-end runs per domain (default 3; quick 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default here)")
     ap.add_argument("--domains", default=",".join(DOMAINS), help="comma-separated subset of " + ",".join(DOMAINS))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -280,8 +285,9 @@ def main() -> None:
     a = ap.parse_args()
     a.steps = a.steps if a.steps is not None else (8 if a.quick else 80)
     a.warmup = a.warmup if a.warmup is not None else (2 if a.quick else 5)
-    if a.steps < 1 or a.warmup < 1:
-        ap.error(f"--steps and --warmup must be >= 1, got {a.steps} and {a.warmup}")
+    a.rounds = a.rounds if a.rounds is not None else (1 if a.quick else 3)
+    if a.steps < 1 or a.warmup < 1 or a.rounds < 1:
+        ap.error(f"--steps, --warmup and --rounds must be >= 1, got {a.steps}, {a.warmup} and {a.rounds}")
     a.threads = a.threads or torch.get_num_threads()
     if a.row:
         print(json.dumps(run_child(a)))
@@ -304,7 +310,8 @@ def main() -> None:
         if "epoch2_s" in r and "epoch1_s" in none:
             r["vs_no_cache"] = round(none["epoch1_s"] / r["epoch2_s"], 2)
     out = {"machine": f"{a.threads} threads, {a.workers} loader workers, torch {torch.__version__}, fp32 CPU",
-           "quick": a.quick, "overrides": a.set, "warmup": a.warmup, "steps": a.steps, "domains": rows,
+           "quick": a.quick, "overrides": a.set, "warmup": a.warmup, "steps": a.steps, "rounds": a.rounds,
+           "domains": rows,
            "medmae_cache": caches}
     report(out)
     if a.json:
