@@ -373,6 +373,24 @@ def test_clipping_by_the_engine_norm_matches_lightning_and_clips(tmp_path: Path,
     assert not torch.allclose(_flat(ours), _flat(unclipped), rtol=1e-3, atol=1e-5)
 
 
+def test_clipping_is_skipped_under_the_limit_and_equals_lightnings(tmp_path: Path, monkeypatch):
+    """A limit above every gradient norm: no clipping pass at all, and the weights are bit for bit
+    those of an unclipped run and of Lightning's clipping (which multiplies by 1.0)."""
+    calls = []
+    clip = torch.nn.utils.clip_grads_with_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grads_with_norm_", lambda *a, **k: calls.append(1) or clip(*a, **k))
+    cfg = _cfg(max_steps=6, grad_clip=1e6, log_every=2)
+    ours = _model()
+    run_pretrain(ours, Smooth(n=16), tmp_path / "ours", cfg, logger=False)
+    assert calls == []
+    unclipped = _model()
+    run_pretrain(unclipped, Smooth(n=16), tmp_path / "off", dataclasses.replace(cfg, grad_clip=0.0), logger=False)
+    monkeypatch.setattr(PretrainTask, "configure_gradient_clipping", L.LightningModule.configure_gradient_clipping)
+    lightning = _model()
+    run_pretrain(lightning, Smooth(n=16), tmp_path / "lightning", cfg, logger=False)
+    assert torch.equal(_flat(ours), _flat(unclipped)) and torch.equal(_flat(ours), _flat(lightning))
+
+
 def test_embedding_spread_is_zero_for_a_collapsed_encoder():
     assert embedding_spread(torch.ones(5, 3) * 0.7).item() == 0.0
     emb = torch.tensor([[0.0, 1.0], [2.0, 1.0]])

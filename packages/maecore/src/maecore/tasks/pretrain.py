@@ -155,7 +155,12 @@ class PretrainTask(BaseTask):
         checks = [losses.isfinite().all()]
         if getattr(self.trainer.precision_plugin, "scaler", None) is None:  # a GradScaler skips fp16 overflows itself
             checks.append(norm.isfinite())
-        bad = not bool(torch.stack(checks).all())  # the one host sync of a step
+        # clip_grads_with_norm_ multiplies by min(1, clip / (norm + 1e-6)): a step under the limit skips that
+        # pass over the gradients (a no-op multiplication by 1.0), decided with the same float32 values
+        clip = float(self.cfg.grad_clip)
+        under = (clip / (norm + 1e-6)).clamp(max=1.0).eq(1.0) if clip > 0 and grads else norm.new_ones((), dtype=bool)
+        flags = torch.stack([torch.stack(checks).all(), under]).tolist()  # the one host sync of a step
+        bad = not flags[0]
         if self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if self._log_step():
@@ -173,17 +178,21 @@ class PretrainTask(BaseTask):
         if grads and self._log_step():
             self._metrics["train/grad_norm"] = norm
         if grads and isinstance(self.trainer.strategy, (SingleDeviceStrategy, DDPStrategy)):
-            self._clip_with = (params, norm)  # whole gradients on every rank: their norm is the one to clip by
+            # whole gradients on every rank: their norm is the one to clip by (and every rank decides alike)
+            self._clip_with = ([] if flags[1] else params, norm)
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Clip by the gradient norm :meth:`on_before_optimizer_step` already computed (Lightning
-        would compute it again); sharded strategies, value clipping and skipped steps go to Lightning."""
+        would compute it again), and only when it is over ``train.grad_clip``; sharded strategies,
+        value clipping and skipped steps go to Lightning."""
         clip_with, self._clip_with = self._clip_with, None
-        if gradient_clip_val and clip_with is not None and gradient_clip_algorithm in (None, "norm"):
-            torch.nn.utils.clip_grads_with_norm_(clip_with[0], gradient_clip_val, clip_with[1])
+        if (gradient_clip_val == self.cfg.grad_clip and gradient_clip_val and clip_with is not None
+                and gradient_clip_algorithm in (None, "norm")):
+            if clip_with[0]:  # empty: the norm is under the limit
+                torch.nn.utils.clip_grads_with_norm_(clip_with[0], gradient_clip_val, clip_with[1])
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
