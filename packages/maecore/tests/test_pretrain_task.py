@@ -263,6 +263,18 @@ def test_collate_packed_is_collate_dict_in_one_buffer():
     assert pickle.loads(pickle.dumps(empty)).unpack() == {"name": ["a", "b"]}
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool, torch.bfloat16, torch.complex64])
+@pytest.mark.parametrize("numel", [10, 3 * 2**20])  # under and over the 4 MiB of HUGEPAGE_MIN (most dtypes)
+def test_stack_large_equals_torch_stack(dtype: torch.dtype, numel: int):
+    g = torch.Generator().manual_seed(0)
+    parts = [(torch.randn(numel, generator=g) * 10).to(dtype) for _ in range(2)]
+    before = parts[0].clone()
+    out = data_module.stack_large(parts)
+    assert out.dtype == dtype and out.shape == (2, numel) and torch.equal(out, torch.stack(parts))
+    out.zero_()  # writable, and a copy: the samples keep their values
+    assert torch.equal(parts[0], before)
+
+
 @pytest.mark.parametrize("inline_max", [data_module.INLINE_MAX, 0])
 def test_loader_workers_hand_over_the_same_batches_as_the_main_process(monkeypatch, inline_max: int):
     """Whichever way a worker sends a batch (by value, or in shared memory past ``INLINE_MAX``)."""
