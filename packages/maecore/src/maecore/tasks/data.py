@@ -240,7 +240,7 @@ def _numpy_dtype(dtype: torch.dtype) -> Any:
 
 
 PACK_ALIGN = 64  # bytes: every tensor of a packed batch starts at a multiple (any dtype can view it)
-INLINE_MAX = 4 * 2**20  # bytes: a worker sends packed batches up to this size by value (see PackedBatch)
+INLINE_MAX = 2**20  # bytes: a worker sends packed batches up to this size by value (see PackedBatch)
 
 
 class PackedBatch:
@@ -254,11 +254,11 @@ class PackedBatch:
     - up to :data:`INLINE_MAX` bytes (``inline`` holds them), by value through the loader's pipe;
     - larger, as one shared-memory storage.
 
-    Measured here (2 workers, main process idle): receiving a batch took 1.7-1.9 ms through shared
-    memory and 0.9-1.5 ms by value, and the first pass over a 2 MB batch (a medmae crop batch)
-    4 ms instead of 0.4-1.5 ms: a fresh shared mapping page-faults on every page in the main
-    process, inside the training step. Larger batches (a 1 mm MRI batch is 67 MB) stay in shared
-    memory: the pipe copies every byte twice, and by value was not measured at that size.
+    Measured here with 2 workers (bench_datapath, end to end, A/B runs of the same config):
+    a 260 KB ECG batch waited 1.1-1.8 ms by value against 2.4-2.7 ms in shared memory (the loader
+    alone: 3600-4600 against 2500-2600 samples/s); a 2 MB MRI batch waited 3.1 ms in shared memory
+    against 4.2 ms by value (105-109 against 100-102 samples/s end to end). Hence 1 MiB. (Receiving
+    a 61 KB image batch with the main process idle: 1.7-1.9 ms in shared memory, 0.9-1.1 ms by value.)
 
     :func:`collate_packed` builds it in the worker, :meth:`unpack` gives the batch dict back
     (views, no copy); ``pin_memory`` pins the one buffer.
