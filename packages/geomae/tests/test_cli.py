@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from geomae.cli import main
+from geomae.cli import cache_mb, main
 from geomae.data import sample_dir
+from maecore.errors import ConfigError
 
 
 def test_pretrain_run_folder(run: Path):
@@ -154,6 +155,13 @@ def test_simmim_and_torchgeo_reader(tmp_path: Path):
 def test_chip_size_must_fit_the_model(tmp_path: Path, capsys):
     assert main(["pretrain", "--config", "simmim_tiny", "--set", "data.chip_size=64", "--out", str(tmp_path)]) == 2
     assert "data.chip_size must equal model.img_size (32)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "nan"])
+def test_cache_budget_must_be_a_size(value: str):
+    with pytest.raises(ConfigError, match=r"data.cache_mb must be a number of MiB >= 0 \(0 = window reads only\)"):
+        cache_mb({"data": {"cache_mb": value}})
+    assert cache_mb({"data": {"cache_mb": "0"}}) == 0.0
 
 
 def test_hillshade_preset_and_band_mismatch(tmp_path: Path, capsys):

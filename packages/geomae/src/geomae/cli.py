@@ -57,7 +57,7 @@ def _write_chip_shards(cfg: dict[str, Any], preset: Preset, sources: list, stats
     chip = check_chip_size(cfg)
     d = cfg["data"]
     chips = RasterChips(sources, chip, int(d["stride"]), stats, float(d["min_valid"]), jitter=False,
-                        cache_mb=float(d["cache_mb"]))
+                        cache_mb=cache_mb(cfg))
     keys = ("x", "valid", "group_pad", "window")
 
     def samples():
@@ -111,6 +111,18 @@ def check_chip_size(cfg: dict[str, Any]) -> int:
     if fixed is not None and chip != fixed:
         raise ConfigError(f"data.chip_size must equal model.img_size ({fixed}) for {cfg['model']['name']}, got {chip}")
     return chip
+
+
+def cache_mb(cfg: dict[str, Any]) -> float:
+    """``data.cache_mb``, checked: a number of MiB >= 0."""
+    value = cfg["data"]["cache_mb"]
+    try:
+        mb = float(value)
+    except (TypeError, ValueError):
+        mb = -1.0
+    if not mb >= 0:  # also NaN
+        raise ConfigError(f"data.cache_mb must be a number of MiB >= 0 (0 = window reads only), got {value!r}")
+    return mb
 
 
 def _meta_of(model: nn.Module) -> tuple[Preset, dict[str, Any] | None, int, list[str] | None]:
@@ -178,7 +190,7 @@ class GeoDomain(Domain):
             ds: Dataset = TorchgeoChips(sources, chip, stats, int(d["length"]), "random", int(cfg["train"]["seed"]))
         elif d.get("reader", "rasterio") == "rasterio":
             ds = RasterChips(sources, chip, int(d["stride"]), stats, float(d["min_valid"]), jitter=True,
-                             cache_mb=float(d["cache_mb"]))
+                             cache_mb=cache_mb(cfg))
         else:
             raise ConfigError(f"data.reader must be 'rasterio' or 'torchgeo', got {d['reader']!r}")
         ds.preset, ds.stats = preset, stats  # type: ignore[attr-defined]
