@@ -210,6 +210,7 @@ class RasterChips(Dataset):
         self.items: list[tuple[int, int, int]] = []
         self._open: dict[int, Any] = {}
         self._scenes: dict[int, dict[str, torch.Tensor] | None] = {}  # raster -> decoded model input (None: too big)
+        self._cached_bytes = 0
         self._pid = os.getpid()
         for i, s in enumerate(sources):
             with open_raster(s.info.path) as src:
@@ -239,11 +240,11 @@ class RasterChips(Dataset):
         src = self._src(i)
         if i not in self._scenes:
             s = self.sources[i]
-            used = sum(v["x"].numel() * 5 for v in self._scenes.values() if v is not None)
             need = len(s.bmap.source) * s.info.height * s.info.width * 5
             self._scenes[i] = None
-            if used + need <= self.cache_bytes:
+            if self._cached_bytes + need <= self.cache_bytes:
                 self._scenes[i] = to_model_input(read_window(src, None, s.bmap.file_bands), s.bmap, self.stats)
+                self._cached_bytes += need
         return self._scenes[i]
 
     def window(self, k: int) -> tuple[int, int, int]:
@@ -272,7 +273,7 @@ class RasterChips(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_open"], state["_scenes"] = {}, {}  # rasterio handles do not pickle; workers reopen (and decode)
+        state["_open"], state["_scenes"], state["_cached_bytes"] = {}, {}, 0  # handles do not pickle; workers reopen
         return state
 
 
