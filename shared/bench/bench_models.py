@@ -14,7 +14,10 @@ overridden), the domain's `Domain.pretrain_dataset(cfg, data=None, skip_bad=Fals
 bundled data cannot feed gets a correctly shaped synthetic batch instead (SYNTHETIC; the row's
 "input" column says so and why).
 
-Measured: the pretraining step (forward, backward, the engine's AdamW step; train mode; fp32 on CPU), median of
+Device: a CUDA GPU when one is present (bf16 autocast, as ``pretrain``'s bf16-mixed; peak memory is then
+the CUDA allocator's, ``peak_alloc_MB``, with RSS beside it), else the CPU in fp32 (peak RSS); --device
+and --precision override. The matmul peak is measured at the same dtype.
+Measured: the pretraining step (forward, backward, the engine's AdamW step; train mode), median of
 the timed steps after one warm-up step (the one the FLOPs are counted in); samples/s; tokens/s
 (tokens the tokenizer makes, padding excluded) and encoder-visible (unmasked) tokens per sample;
 parameters; the process's peak RSS and what the steps added to it; model FLOPs of one step counted
@@ -35,7 +38,8 @@ Wall time on a busy 2-core CPU with OMP_NUM_THREADS=1: --quick 4 to 7 min (22 pr
 spend ~7 s importing lightning and the domains), default about 12 min (the full ViT-L row ~2 min).
 
 usage: python shared/bench/bench_models.py [--quick] [--models a,b] [--max-batch 8]
-                                           [--steps-tiny 3] [--steps-full 2] [--timeout 600] [--json out.json]
+                                           [--steps-tiny 3] [--steps-full 2] [--timeout 600]
+                                           [--device auto|cpu|cuda] [--precision auto|fp32|bf16] [--json out.json]
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchlib import matmul_peak, peak_rss_mb
+from benchlib import Device, matmul_peak, peak_rss_mb
 from report import markdown_table
 
 # Registered models that no shipped config names (or whose config needs a change to run on the
@@ -164,28 +168,34 @@ def analytic_flops(model: torch.nn.Module, out: Any) -> float | None:
     return 6.0 * (enc * visible + rest * int((~out.pad).sum()))
 
 
-def measure(name: str, batch_cap: int, steps: int) -> dict[str, Any]:
+def measure(name: str, batch_cap: int, steps: int, dev: Device) -> dict[str, Any]:
+    from lightning.fabric.utilities.apply_func import move_data_to_device
     from torch.utils.flop_counter import FlopCounterMode
 
     model, batch, row = build(name, batch_cap)
     from maecore.tasks.base import adamw, default_param_groups
 
-    model.train()
+    model.to(dev.type).train()
+    batch = move_data_to_device(batch, dev.type)
     opt = adamw(default_param_groups(model, 0.05), lr=1e-4)  # the engine's optimizer (fused AdamW)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=dev.type).manual_seed(0)
     rss0 = peak_rss_mb()
     counter = FlopCounterMode(display=False)
     with counter:  # the warm-up step (not timed) counts the FLOPs of forward + backward
-        out = model(batch, generator=gen)
+        with dev.autocast():
+            out = model(batch, generator=gen)
         out.loss.backward()
     opt.step()
+    dev.sync()
     times = []
     for _ in range(steps):
         t = time.perf_counter()
-        out = model(batch, generator=gen)
+        with dev.autocast():
+            out = model(batch, generator=gen)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
+        dev.sync()
         times.append(time.perf_counter() - t)
     step, flops, bs = statistics.median(times), counter.get_total_flops(), row["batch"]
     tokens = int((~out.pad).sum())
@@ -196,7 +206,7 @@ def measure(name: str, batch_cap: int, steps: int) -> dict[str, Any]:
         "visible_tokens_per_sample": round(int((~out.mask & ~out.pad).sum()) / bs, 1),
         "tokens_per_s": round(tokens / step, 1), "step_gflop": round(flops / 1e9, 3),
         "model_gflops_per_s": round(flops / step / 1e9, 2),
-        "peak_rss_MB": round(peak_rss_mb(), 1), "rss_growth_MB": round(peak_rss_mb() - rss0, 1),
+        "rss_growth_MB": round(peak_rss_mb() - rss0, 1), **dev.memory(),
     })
     six_pt = analytic_flops(model, out)
     if six_pt:
@@ -211,8 +221,9 @@ def is_tiny(name: str) -> bool:
 
 # ---------------------------------------------------------------------- driver
 def run_child(row: str, a: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--row", row, "--max-batch", str(a.max_batch),
-           "--steps-tiny", str(a.steps_tiny), "--steps-full", str(a.steps_full)] + (["--quick"] if a.quick else [])
+    cmd = [sys.executable, __file__, "--row", row, "--max-batch", str(a.max_batch), "--steps-tiny", str(a.steps_tiny),
+           "--steps-full", str(a.steps_full), "--device", a.device, "--precision", a.precision]
+    cmd += ["--quick"] if a.quick else []
     t0 = time.perf_counter()
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
@@ -227,19 +238,20 @@ def run_child(row: str, a: argparse.Namespace) -> dict[str, Any]:
 
 
 def one_row(row: str, a: argparse.Namespace) -> dict[str, Any]:
+    dev = Device.pick(a.device, a.precision)
     if row == "matmul":
-        sizes = (1024, 2048) if a.quick else (1024, 2048, 3072)
-        return {"row": "matmul", "domain": "", "gflops": matmul_peak(sizes), "sizes": list(sizes)}
+        sizes = (1024, 2048) if a.quick else (4096, 8192) if dev.type == "cuda" else (1024, 2048, 3072)
+        return {"row": "matmul", "domain": "", "gflops": matmul_peak(sizes, device=dev), "sizes": list(sizes)}
     try:
         steps = a.steps_tiny if is_tiny(row) else a.steps_full
-        return {"row": row, **measure(row, a.max_batch, steps)}
+        return {"row": row, **measure(row, a.max_batch, steps, dev)}
     except Exception as err:  # noqa: BLE001  (a row reports its failure; the others still run)
         return {"row": row, "domain": owner_package(row), "error": f"{type(err).__name__}: {err}"[:300]}
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     cols = ("row", "batch", "params_M", "step_s", "samples_per_s", "tokens_per_s", "step_gflop", "gflop_6PT",
-            "model_gflops_per_s", "mfu", "peak_rss_MB", "input", "error")
+            "model_gflops_per_s", "mfu", "peak_rss_MB", "peak_alloc_MB", "input", "error")
     shown = [{**r, "model_gflops_per_s": r["gflops"]} if r["row"] == "matmul" else r for r in rows]
     print("\n".join(markdown_table(shown, cols)))
 
@@ -253,6 +265,9 @@ def main() -> None:
     ap.add_argument("--steps-tiny", type=int, default=3, help="timed steps of tiny models (after a warm-up)")
     ap.add_argument("--steps-full", type=int, default=2, help="timed steps of full models (after a warm-up)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds a row may take before it says timeout")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="auto: bf16 autocast on a GPU, fp32 on the CPU")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     if a.quick:
@@ -261,6 +276,8 @@ def main() -> None:
     if a.row:
         print(json.dumps(one_row(a.row, a)))
         return
+    dev = Device.pick(a.device, a.precision)
+    a.device, a.precision = dev.type, dev.precision
     from maecore.models import list_models
 
     known = list_models()
@@ -278,8 +295,8 @@ def main() -> None:
     for r in rows[1:]:
         if peak and "model_gflops_per_s" in r:
             r["mfu"] = round(r["model_gflops_per_s"] / peak, 3)
-    out = {"machine": f"{torch.get_num_threads()} threads, torch {torch.__version__}, fp32 CPU",
-           "quick": a.quick, "matmul_gflops": peak, "rows": rows}
+    out = {"machine": dev.describe(), "device": dev.type, "precision": dev.precision, "quick": a.quick,
+           "matmul_gflops": peak, "rows": rows}
     print_table(rows)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

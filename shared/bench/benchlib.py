@@ -3,8 +3,10 @@ puts this folder first on sys.path)."""
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -18,17 +20,84 @@ def time_limit(seconds: float) -> Timer:
     return Timer(duration=timedelta(seconds=seconds), interval="step")
 
 
-def matmul_peak(sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 3) -> float:
-    """The machine's limit for MFU: best fp32 ``a @ b`` GFLOP/s over square ``sizes`` (one warm-up
-    each, then the fastest of ``repeats``)."""
+@dataclass(frozen=True)
+class Device:
+    """Where a benchmark row runs and at what precision, as ``pretrain`` would run there:
+    ``cuda`` with bf16 autocast when a GPU is present, else the CPU in fp32.
+
+    ``Device.pick("auto", "auto")`` makes that choice; ``--device cpu`` or ``--precision fp32|bf16``
+    override it. Peak memory is the process's RSS on the CPU and the CUDA allocator's peak on a GPU
+    (``peak_alloc_MB``; RSS is reported beside it).
+    """
+
+    type: str  # "cpu" or "cuda"
+    precision: str  # "fp32" or "bf16"
+
+    @classmethod
+    def pick(cls, device: str = "auto", precision: str = "auto") -> Device:
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        kind = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda: torch sees no CUDA device here")
+        prec = precision if precision != "auto" else ("bf16" if kind == "cuda" else "fp32")
+        return cls(kind, prec)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast (weights and optimizer stay fp32, as ``bf16-mixed``), or nothing in fp32."""
+        if self.precision == "bf16":
+            return torch.autocast(self.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync(self) -> None:
+        """Wait for the device's queued work (a GPU runs asynchronously; timings need this)."""
+        if self.type == "cuda":
+            torch.cuda.synchronize()
+
+    def memory(self) -> dict[str, float]:
+        """Peak memory so far: RSS (always) and, on a GPU, the allocator's peak."""
+        out = {"peak_rss_MB": round(peak_rss_mb(), 1)}
+        if self.type == "cuda":
+            out["peak_alloc_MB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return out
+
+    def describe(self) -> str:
+        prec = "bf16 autocast" if self.precision == "bf16" else "fp32"
+        if self.type == "cuda":
+            return f"{torch.cuda.get_device_name()}, {prec}, torch {torch.__version__}"
+        return f"{torch.get_num_threads()} threads, {prec} CPU, torch {torch.__version__}"
+
+
+CPU = Device("cpu", "fp32")
+
+
+def peak_memory_key(row: dict[str, Any]) -> str:
+    """The peak-memory column a row is compared by: the GPU allocator's peak where there is one."""
+    return "peak_alloc_MB" if "peak_alloc_MB" in row else "peak_rss_MB"
+
+
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 3, device: Device = CPU) -> float:
+    """The machine's limit for MFU: the best ``a @ b`` GFLOP/s over square ``sizes`` at the device's
+    dtype (one warm-up each, then the fastest of ``repeats``; on a GPU each timing is the mean of 10
+    products between synchronisations)."""
+    inner = 10 if device.type == "cuda" else 1
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = (torch.randn(n, n, device=device.type, dtype=device.dtype) for _ in range(2))
         a @ b
+        device.sync()
         for _ in range(repeats):
             t = time.perf_counter()
-            a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+            for _ in range(inner):
+                a @ b
+            device.sync()
+            best = max(best, 2 * n**3 * inner / (time.perf_counter() - t) / 1e9)
     return round(best, 1)
 
 
