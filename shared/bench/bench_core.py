@@ -17,6 +17,10 @@ Device: a CUDA GPU when one is present (bf16 autocast, weights and AdamW in fp32
 ``bf16-mixed``), else the CPU in fp32; ``--device`` and ``--precision`` override (benchlib.Device).
 The matmul peak is measured at the same dtype. Peak memory: RSS on the CPU; on a GPU the CUDA
 allocator's peak (``peak_alloc_MB``, which the memory ratios then use; RSS beside it).
+On a CPU with native bf16 (avx512_bf16 or amx_bf16), ``nox -s bench`` also runs ``--device cpu
+--precision bf16`` into results/bench_core_bf16.json. MONAI's MaskedAutoEncoderViT (1.6.1) fails under
+bf16 autocast (its decoder's index_put mixes fp32 mask tokens with bf16 activations): that row then
+says so, and shared/bench/gpu_check.sh compares the 3D pair in fp32 as well.
 
 Optimizers: our rows use the engine's optimizer (``maecore.tasks.base.adamw``: AdamW, fused kernel, no
 decay on norms and biases), exactly what ``pretrain`` runs. A peer row uses ``torch.optim.AdamW(params)`` as
