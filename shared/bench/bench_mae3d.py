@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import time_limit, time_train_step
+from benchlib import CPU, Device, time_limit, time_train_step
 from torch.utils.data import DataLoader, Subset
 
 from mae3d.data import PointClouds, expand, labels_for
@@ -68,11 +68,11 @@ def point_ops_table(sizes: list[int]) -> list[dict]:
     return rows
 
 
-def train_throughput(name: str, n_points: int, batch: int, steps: int) -> dict:
+def train_throughput(name: str, n_points: int, batch: int, steps: int, device: Device = CPU) -> dict:
     torch.manual_seed(0)
     x = torch.randn(batch, n_points, 3)
     x = x / x.norm(dim=-1, keepdim=True).amax(1, keepdim=True)
-    r = time_train_step(create_model(name), {"points": x}, steps)
+    r = time_train_step(create_model(name), {"points": x}, steps, device=device)
     return {"model": name, "batch": batch, "n_points": n_points, **r, "samples_per_s": round(batch / r["step_s"], 2)}
 
 

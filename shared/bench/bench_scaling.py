@@ -9,7 +9,13 @@ For each curve the growth exponent b of step_s ~ a * size^b is fitted by least s
 with size = encoder tokens (mask), tokens (image, volume) or points. Results: JSON and a markdown
 table under shared/bench/results/ (or --out), with the machine description.
 
-usage: python shared/bench/bench_scaling.py [--curves mask,image,volume,points] [--steps 2] [--quick]
+Step time is the median of --steps after a warm-up, and the fastest of --passes sweeps over the whole
+grid (a shared VM drifts 10-40 % from one minute to the next: one sweep gave the same ViT-B config
+5.4 s at one point and 4.1 s at another); every pass is kept in the JSON ("step_s_passes"). Device:
+as bench_core (a GPU with bf16 autocast when present; peak memory is then the allocator's).
+
+usage: python shared/bench/bench_scaling.py [--curves mask,image,volume,points] [--steps 3] [--passes 2]
+                                            [--device auto|cpu|cuda] [--precision auto|fp32|bf16] [--quick]
 """
 
 from __future__ import annotations
@@ -17,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+from benchlib import Device, peak_memory_key
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -37,26 +42,34 @@ CURVES = {
 QUICK = {"mask": [0.5, 0.75, 0.9], "image": [224, 320], "volume": [64, 96], "points": [1024, 8192]}
 
 
-def point(curve: str, value: float, batch: int, steps: int) -> dict:
+def point(curve: str, value: float, batch: int, steps: int, dev: Device) -> dict:
     from bench_core import ours
 
     if curve == "mask":
-        r = ours(batch, steps, False, 2, 224, mask_ratio=value)
+        r = ours(batch, steps, "", 2, 224, dev, mask_ratio=value)
         size = round((224 // 16) ** 2 * (1 - value))
     elif curve == "image":
-        r = ours(batch, steps, False, 2, int(value))
+        r = ours(batch, steps, "", 2, int(value), dev)
         size = (int(value) // 16) ** 2
     elif curve == "volume":
-        r = ours(1, steps, False, 3, int(value))
+        r = ours(1, steps, "", 3, int(value), dev)
         size = (int(value) // 16) ** 3
     else:
         from bench_mae3d import train_throughput
 
-        t = train_throughput("mae3d_pointmae", int(value), 8, steps)
+        t = train_throughput("mae3d_pointmae", int(value), 8, steps, device=dev)
         r, size = {"step_s": t["step_s"], "params_M": t["params_M"]}, int(value)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"curve": curve, "value": value, "size": size, "step_s": round(r["step_s"], 4),
-            "params_M": r["params_M"], "peak_rss_MB": round(peak, 1)}
+            "params_M": r["params_M"], **dev.memory()}
+
+
+def fastest(runs: list[dict]) -> dict:
+    """One grid point over its passes: the fastest run (its memory too), with every pass's step time."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[-1]
+    best = min(ok, key=lambda r: r["step_s"])
+    return {**best, "step_s_passes": [r["step_s"] for r in ok]}
 
 
 def fit_exponent(sizes: list[float], ys: list[float]) -> float | None:
@@ -67,14 +80,18 @@ def fit_exponent(sizes: list[float], ys: list[float]) -> float | None:
 
 
 def markdown(out: dict) -> str:
+    mem = "peak alloc MB" if out.get("device") == "cuda" else "peak RSS MB"
     lines = [f"# Scaling curves\n\nMachine: {out['machine']}\n",
-             "| curve | value | size | step s | peak RSS MB |", "|---|---|---|---|---|"]
+             f"| curve | value | size | step s (fastest pass) | step s, each pass | {mem} |",
+             "|---|---|---|---|---|---|"]
     for r in out["points"]:
         if "error" in r:
-            lines.append(f"| {r['curve']} | {r['value']} | error: {r['error']} | | |")
+            lines.append(f"| {r['curve']} | {r['value']} | error: {r['error']} | | | |")
         else:
-            lines.append(f"| {r['curve']} | {r['value']} | {r['size']} | {r['step_s']} | {r['peak_rss_MB']} |")
-    lines += ["", "| curve | size measure | time exponent | memory exponent (RSS above the smallest point) |",
+            passes = ", ".join(str(t) for t in r.get("step_s_passes", [r["step_s"]]))
+            lines.append(f"| {r['curve']} | {r['value']} | {r['size']} | {r['step_s']} | {passes} | "
+                         f"{r[peak_memory_key(r)]} |")
+    lines += ["", f"| curve | size measure | time exponent | memory exponent ({mem} above the smallest point) |",
               "|---|---|---|---|"]
     for c, f in out["fits"].items():
         lines.append(f"| {c} | {f['size']} | {f['time_exponent']} | {f['memory_exponent']} |")
@@ -85,41 +102,48 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--curves", default="mask,image,volume,points")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="two or three points per curve")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--passes", type=int, default=2, help="sweeps over the grid; each point keeps its fastest")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    ap.add_argument("--quick", action="store_true", help="two or three points per curve, one pass")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--point", nargs=2, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    dev = Device.pick(a.device, a.precision)
     if a.point:
-        print(json.dumps(point(a.point[0], float(a.point[1]), a.batch, a.steps)))
+        print(json.dumps(point(a.point[0], float(a.point[1]), a.batch, a.steps, dev)))
         return
     grid = QUICK if a.quick else CURVES
-    rows = []
-    for curve in a.curves.split(","):
-        for value in grid[curve]:
+    keys = [(curve, value) for curve in a.curves.split(",") for value in grid[curve]]
+    runs: dict[tuple, list[dict]] = {k: [] for k in keys}
+    for _ in range(1 if a.quick else a.passes):
+        for curve, value in keys:
             cmd = [sys.executable, __file__, "--point", curve, str(value), "--batch", str(a.batch),
-                   "--steps", str(a.steps)]
+                   "--steps", str(a.steps), "--device", dev.type, "--precision", dev.precision]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 tail = res.stderr.strip().splitlines()
-                rows.append({"curve": curve, "value": value, "error": tail[-1] if tail else "failed"})
+                runs[curve, value].append({"curve": curve, "value": value, "error": tail[-1] if tail else "failed"})
             else:
-                rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]), flush=True)
+                runs[curve, value].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            print(json.dumps(runs[curve, value][-1]), flush=True)
+    rows = [fastest(runs[k]) for k in keys]
     fits = {}
     measure = {"mask": "visible tokens", "image": "tokens", "volume": "tokens", "points": "input points"}
     for curve in a.curves.split(","):
         ok = [r for r in rows if r["curve"] == curve and "error" not in r]
         if len(ok) < 2:
             continue
-        base = min(r["peak_rss_MB"] for r in ok)
-        grow = [(r["size"], r["peak_rss_MB"] - base) for r in ok if r["peak_rss_MB"] - base > 1]
+        mem = peak_memory_key(ok[0])
+        base = min(r[mem] for r in ok)
+        grow = [(r["size"], r[mem] - base) for r in ok if r[mem] - base > 1]
         fits[curve] = {"size": measure[curve], "time_exponent": fit_exponent([r["size"] for r in ok],
                                                                              [r["step_s"] for r in ok]),
                        "memory_exponent": fit_exponent([g[0] for g in grow], [g[1] for g in grow])}
-    out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                      f"torch {torch.__version__}, fp32 CPU, batch {a.batch} (volume 1, points 8)",
-           "points": rows, "fits": fits}
+    out = {"machine": f"{platform.processor() or platform.machine()}, {dev.describe()}, batch {a.batch} "
+                      f"(volume 1, points 8), fastest of {1 if a.quick else a.passes} passes",
+           "device": dev.type, "precision": dev.precision, "points": rows, "fits": fits}
     print(markdown(out))
     a.out.mkdir(parents=True, exist_ok=True)
     stem = "scaling_quick" if a.quick else "scaling"

@@ -105,19 +105,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_train_step(model: torch.nn.Module, batch: dict[str, Any], steps: int, lr: float = 1e-4) -> dict[str, Any]:
-    """Median wall time of ``steps`` pretraining steps (forward, backward, AdamW) after one warm-up,
-    the parameter count, the process's peak RSS and how much this call added to it."""
+def time_train_step(model: torch.nn.Module, batch: dict[str, Any], steps: int, lr: float = 1e-4,
+                    device: Device = CPU) -> dict[str, Any]:
+    """Median wall time of ``steps`` pretraining steps (forward, backward, AdamW) after one warm-up
+    on ``device``, the parameter count, the peak memory (``Device.memory``) and how much this call
+    added to the process's peak RSS."""
+    model.to(device.type)
+    batch = {k: v.to(device.type) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     rss0 = peak_rss_mb()
     times = []
     for _ in range(steps + 1):
         t = time.perf_counter()
-        out = model(batch)
+        with device.autocast():
+            out = model(batch)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
+        device.sync()
         times.append(time.perf_counter() - t)
     step = float(np.median(times[1:]))
     return {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "step_s": round(step, 3),
-            "peak_rss_MB": round(peak_rss_mb(), 1), "rss_growth_MB": round(peak_rss_mb() - rss0, 1)}
+            **device.memory(), "rss_growth_MB": round(peak_rss_mb() - rss0, 1)}
