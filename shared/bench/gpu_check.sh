@@ -2,8 +2,8 @@
 # The GPU part of the performance issue in one short run (about 6 minutes on one H200), for a
 # session that is lent a GPU machine: the model-step table of bench_core.py on CUDA with bf16
 # autocast (ours, ours with flash attention forced, with torch.compile, with checkpointing, and the
-# Hugging Face and MONAI peers at identical configs), then `maecore pretrain` end to end on the GPU
-# (bf16-mixed chosen automatically), eager and compiled.
+# Hugging Face and MONAI peers at identical configs), the pure-torch point ops on CUDA tensors, then
+# `maecore pretrain` end to end on the GPU (bf16-mixed chosen automatically), eager and compiled.
 #
 # Run from the repository root on the GPU machine; results go to $OUT (default /tmp/gpu_check):
 #   bash shared/bench/gpu_check.sh
@@ -41,7 +41,11 @@ timeout 120 python3 shared/bench/bench_core.py --device cuda --precision fp32 --
     --rows matmul,ours_3d@8,monai_3d@8,monai_3d_fused@8 --json "$OUT/bench_core_gpu_3d_fp32.json" 2>&1 \
     | tee "$OUT/bench_core_gpu_3d_fp32.log" | grep '^{"row"'
 
-# 2. the CLI end to end on the GPU (bf16-mixed chosen by precision=auto): ViT-B/16 MAE, 224 px chips
+# 2. the pure-torch point ops on the GPU (pytorch3d is not in that image: torch rows only), 1k-32k points
+timeout 90 python3 shared/bench/bench_pointops.py --device cuda --repeats 5 --json "$OUT/bench_pointops_gpu.json" \
+    >"$OUT/bench_pointops_gpu.log" 2>&1; echo "bench_pointops: exit $?"
+
+# 3. the CLI end to end on the GPU (bf16-mixed chosen by precision=auto): ViT-B/16 MAE, 224 px chips
 # of the bundled Landsat crop, batch 64, 4 loader workers, 300 steps; eager, then compiled. Its
 # samples/s beside bench_core's ours_vitb row says whether the data path keeps the GPU busy.
 for compile in false true; do
