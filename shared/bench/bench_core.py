@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 import torch
-from benchlib import Device, matmul_peak, peak_memory_key
+from benchlib import Device, add_device_args, matmul_peak, peak_memory_key
 
 VARIANTS = ("_ckpt", "_flash", "_compile")  # row suffixes compared with the plain row
 
@@ -230,9 +230,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--vol", type=int, default=96)
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                    help="auto: bf16 autocast on a GPU, fp32 on the CPU")
+    add_device_args(ap)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     if a.row:

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchlib import Device, matmul_peak, peak_rss_mb
+from benchlib import Device, add_device_args, matmul_peak, peak_rss_mb
 from report import markdown_table
 
 # Registered models that no shipped config names (or whose config needs a change to run on the
@@ -265,9 +265,7 @@ def main() -> None:
     ap.add_argument("--steps-tiny", type=int, default=3, help="timed steps of tiny models (after a warm-up)")
     ap.add_argument("--steps-full", type=int, default=2, help="timed steps of full models (after a warm-up)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds a row may take before it says timeout")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                    help="auto: bf16 autocast on a GPU, fp32 on the CPU")
+    add_device_args(ap)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     if a.quick:

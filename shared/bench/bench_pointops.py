@@ -26,7 +26,7 @@ import sys
 import time
 
 import torch
-from benchlib import Device
+from benchlib import Device, add_device_args
 
 from maecore import pointops as P
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 8192, 32768])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_args(ap, precision=False)
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--backward", action="store_true", help=argparse.SUPPRESS)

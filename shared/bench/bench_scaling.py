@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from benchlib import Device, peak_memory_key
+from benchlib import Device, add_device_args, peak_memory_key
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -104,8 +104,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--passes", type=int, default=2, help="sweeps over the grid; each point keeps its fastest")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    add_device_args(ap)
     ap.add_argument("--quick", action="store_true", help="two or three points per curve, one pass")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--point", nargs=2, default=None, help=argparse.SUPPRESS)

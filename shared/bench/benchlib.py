@@ -20,6 +20,18 @@ def time_limit(seconds: float) -> Timer:
     return Timer(duration=timedelta(seconds=seconds), interval="step")
 
 
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def add_device_args(ap: Any, precision: bool = True) -> None:
+    """``--device`` (and ``--precision``) on a benchmark's argparse parser, as :meth:`Device.pick` takes them."""
+    ap.add_argument("--device", default="auto", choices=DEVICES, help="auto: a CUDA GPU when present, else the CPU")
+    if precision:
+        ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: bf16 autocast on a GPU, fp32 on the CPU")
+
+
 @dataclass(frozen=True)
 class Device:
     """Where a benchmark row runs and at what precision, as ``pretrain`` would run there:
@@ -35,9 +47,9 @@ class Device:
 
     @classmethod
     def pick(cls, device: str = "auto", precision: str = "auto") -> Device:
-        if device not in ("auto", "cpu", "cuda"):
+        if device not in DEVICES:
             raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-        if precision not in ("auto", "fp32", "bf16"):
+        if precision not in PRECISIONS:
             raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
         kind = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if kind == "cuda" and not torch.cuda.is_available():
