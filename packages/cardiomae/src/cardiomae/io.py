@@ -16,12 +16,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import wfdb
 
 from cardiomae.leads import canonical_lead, to_mv_factor
 from maecore.errors import DataError
+
+if TYPE_CHECKING:
+    import wfdb  # loaded by the functions that read or write records (with pandas and scipy, ~0.5 s)
 
 ARRAY_SUFFIXES = (".npz", ".npy", ".csv")
 #: bits per sample of each WFDB storage format (310/311 pack three samples in four bytes)
@@ -77,6 +80,8 @@ def record_stem(path: str | os.PathLike[str]) -> Path:
 
 
 def _segment_names(header: Path) -> list[str]:
+    import wfdb
+
     try:
         h = wfdb.rdheader(str(header.with_suffix("")))
     except Exception:  # a broken header is reported when the record itself is read
@@ -151,6 +156,8 @@ def check_wfdb(stem: Path) -> None:
     hea = stem.with_suffix(".hea")
     if not hea.is_file():
         raise DataError(hea, "a WFDB header file", "no such file")
+    import wfdb
+
     try:
         h = wfdb.rdheader(str(stem))
     except Exception as err:
@@ -181,6 +188,8 @@ def read_wfdb(path: str | os.PathLike[str]) -> Recording:
     """Read a WFDB record (single- or multi-segment; ``.dat`` or ``.mat`` signal files)."""
     stem = record_stem(path)
     check_wfdb(stem)
+    import wfdb
+
     try:
         rec = wfdb.rdrecord(str(stem), smooth_frames=False)
     except Exception as err:
@@ -299,6 +308,8 @@ def read_annotations(stem: str | os.PathLike[str], extension: str = "atr") -> tu
     f = stem.with_suffix(f".{extension}")
     if not f.is_file():
         raise DataError(f, f"a WFDB annotation file (.{extension})", "no such file")
+    import wfdb
+
     try:
         ann = wfdb.rdann(str(stem), extension)
     except Exception as err:
@@ -314,6 +325,8 @@ def write_wfdb(path: str | os.PathLike[str], signals: list[np.ndarray], record_f
     ``signals[c]`` has ``n_frames * samps_per_frame[c]`` samples; NaN is stored as WFDB's invalid
     sample and reads back as NaN.
     """
+    import wfdb
+
     stem = record_stem(path)
     spf = list(samps_per_frame or [1] * len(signals))
     n_frames = min(len(s) // k for s, k in zip(signals, spf))

@@ -15,7 +15,6 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from cardiomae.io import Recording
 from cardiomae.leads import CANONICAL_LEADS, DEFAULT_LEAD_MAP, PPG, canonical_lead, lead_type, model_slot
@@ -139,6 +138,8 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     if fs_in == fs_out:
         y = x.copy()
     else:
+        from scipy.signal import resample_poly  # scipy.signal costs ~0.7 s to import: only when resampling
+
         ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
         y = resample_poly(fill_gaps(x) if bad.any() else x, ratio.numerator, ratio.denominator)
     y = y[:n_out]

@@ -43,7 +43,6 @@ from maecore.figures import reconstruct_batch
 from maecore.models import model_arguments
 from maecore.models.pretrained import read_export_config
 from maecore.tasks.data import collate_dict
-from maecore.tasks.probe import extract_embeddings
 
 SHARD_META = "geomae_shards.json"
 
@@ -320,6 +319,8 @@ class GeoDomain(Domain):
         if src.is_dir() or Path(args.out).suffix == ".npz":
             files = expand(src)
             ds = ChipFolder(files, None, preset, tile, patch_size(model), stats, bands)
+            from maecore.tasks.probe import extract_embeddings  # with scikit-learn: not at start-up
+
             # the core's loop: the model's device, eval mode, bf16 on CUDA (a hand loop here left batches on the CPU)
             emb, _ = extract_embeddings(model, DataLoader(ds, batch_size=16, collate_fn=collate_dict))
             with atomic_path(args.out) as tmp:

@@ -21,7 +21,6 @@ from maecore.errors import DataError
 from maecore.figures import reconstruct_batch
 from maecore.pointops import backend
 from maecore.tasks.data import collate_dict
-from maecore.tasks.probe import extract_embeddings
 
 GRID_MODEL = "mae3d_nerfmae_tiny"
 VISIBLE_RGB, PREDICTED_RGB = (150, 150, 150, 255), (220, 40, 40, 255)
@@ -138,6 +137,8 @@ class Mae3dDomain(Domain):
 
     @torch.no_grad()
     def embed(self, model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+        from maecore.tasks.probe import extract_embeddings  # with scikit-learn: not at start-up
+
         meta = getattr(model, "meta", {})
         files = expand(args.input)
         if _kind(model) == "grid":

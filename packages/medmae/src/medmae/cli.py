@@ -3,6 +3,9 @@
 ``medmae pretrain [--data DIR_OR_CSV]`` (no ``--data``: the bundled real case), ``finetune``,
 ``probe``, ``embed``, ``reconstruct --have t1,t2,flair --want t1ce``, ``prepare``, ``check``,
 ``info``. Each verb is a thin wrapper over :mod:`medmae.tasks` and the core's engine.
+
+MONAI (through :mod:`medmae.data` and :mod:`medmae.tasks`) loads inside the verbs that read
+images, so ``--help`` and ``info`` start in about a second.
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ from maecore.figures import reconstruct_batch
 from maecore.models.pretrained import read_export_config
 from maecore.tasks.data import collate_dict
 from medmae import sample_case, sample_dir
-from medmae.data import DataConfig, MRIDataset, load_dataset_cases
+from medmae.dataconfig import DataConfig
 from medmae.figures import plot_three_planes, rows_from_batch
 from medmae.modalities import known_names
 from medmae.models import SIZES
-from medmae.tasks import check_dataset, embed_cases, labelled_datasets, reconstruct_file, resolve_modalities
 
 
 def _model_patch(cfg: dict[str, Any]) -> list[int]:
@@ -81,11 +83,15 @@ class MedDomain(Domain):
 
     # ------------------------------------------------------------------ data
     def pretrain_dataset(self, cfg: dict[str, Any], data: str | None, skip_bad: bool) -> Dataset:
+        from medmae.data import MRIDataset, load_dataset_cases
+
         dc = data_config(cfg)
         cases = load_dataset_cases(data or sample_dir(), dc, skip_bad)
         return MRIDataset(cases, dc, train=True, skip_bad=skip_bad)
 
     def model_meta(self, cfg: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
+        from medmae.data import MRIDataset  # loaded already: the dataset is one
+
         assert isinstance(dataset, MRIDataset)
         dc = dataset.dc
         return {"modalities": dc.modalities, "modality_map": dc.modality_map, "spacing": dc.spacing,
@@ -100,6 +106,9 @@ class MedDomain(Domain):
             raise DataError(None, "--data with a CSV manifest holding a label column, or cases with label "
                             "volumes (<case>_seg.nii.gz) for segmentation (the bundled sample has no labels)",
                             "no --data")
+        from medmae.data import load_dataset_cases
+        from medmae.tasks import labelled_datasets
+
         meta = read_export_config(args.model).get("meta", {})
         cfg.setdefault("data", {}).update({k: meta[k] for k in ("modalities", "spacing", "roi_size") if k in meta})
         cfg["model"]["modalities"] = None
@@ -111,6 +120,8 @@ class MedDomain(Domain):
     # ------------------------------------------------------------------ outputs
     def figure(self, model: nn.Module, dataset: Dataset, path: Path) -> Path | None:
         """Centre crop of the first case with the model's own (group-budget) mask."""
+        from medmae.data import MRIDataset
+
         assert isinstance(dataset, MRIDataset)
         sample = dataset.center_sample(0)
         batch = collate_dict([sample])
@@ -121,11 +132,15 @@ class MedDomain(Domain):
         return plot_three_planes(rows, path, title=title)
 
     def embed(self, model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+        from medmae.tasks import embed_cases, resolve_modalities
+
         mods = list(model.tokenizer.group_names)
         have = resolve_modalities(args.have, mods, (model.meta or {}).get("modality_map"))
         return embed_cases(model, args.input or sample_dir(), args.out, args.per_modality, have or None)
 
     def reconstruct(self, model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+        from medmae.tasks import reconstruct_file, resolve_modalities
+
         mods = list(model.tokenizer.group_names)
         mmap = (model.meta or {}).get("modality_map")
         want = resolve_modalities(args.want, mods, mmap)
@@ -138,6 +153,8 @@ class MedDomain(Domain):
     def prepare(self, cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         """Preprocess every case once (fills the disk cache with ``data.cache=disk``) and write the
         per-modality intensity statistics to ``--out`` (a folder) as ``intensity.json``."""
+        from medmae.data import MRIDataset, load_dataset_cases
+
         dc = data_config(cfg)
         t0 = time.perf_counter()
         ds = MRIDataset(load_dataset_cases(args.data or sample_dir(), dc), dc, train=False)
@@ -150,6 +167,8 @@ class MedDomain(Domain):
         return summary
 
     def check(self, paths: list[str], cfg: dict[str, Any]) -> tuple[int, list[Problem]]:
+        from medmae.tasks import check_dataset
+
         n, errors = check_dataset(paths[0] if paths else sample_dir(), data_config(cfg))
         return n, [Problem(e.path or "", f"expected {e.expected}, found {e.found}") for e in errors]
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GCNConv, GINConv
 
 from maecore.losses import masked_mse
 from maecore.models.mae import MAEOutput, MaskedAutoencoder
@@ -77,6 +76,10 @@ class GraphTemporalBlock(nn.Module):
         if conv not in CONVS:
             raise ValueError(f"conv must be one of {CONVS}, got {conv!r}")
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+        # torch_geometric (about 2 s: it imports transformers for its LLM tools) loads when a graph
+        # model is built, not whenever the model registry is listed
+        from torch_geometric.nn import GCNConv, GINConv
+
         if conv == "gin":
             self.conv = GINConv(nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)), train_eps=True)
         else:

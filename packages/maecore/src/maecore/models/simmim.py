@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from timm.models.swin_transformer_v2 import SwinTransformerV2Stage
 from torch import Tensor, nn
 
 from maecore import masking as M
@@ -71,6 +70,10 @@ class SimMIM(nn.Module, PretrainedMixin):
         self.loss_fn = get_loss(loss)
         dim = tokenizer.embed_dim
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        # timm (with the torchvision it imports, about 1.5 s) loads when a SimMIM model is built,
+        # not whenever the model registry is imported
+        from timm.models.swin_transformer_v2 import SwinTransformerV2Stage
+
         stages, res = [], self.grid
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             out_dim = dim * 2 ** i
