@@ -26,6 +26,17 @@ class _AppendingWriter(_ExperimentWriter):
     def _check_log_dir_exists(self) -> None:  # keep the previous rows
         pass
 
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        """Lightning rewrites the whole file in place when a new metric first appears (``val/loss``,
+        ``train/nonfinite_steps``): a run killed then lost every earlier row. Written to a temporary
+        file and renamed instead."""
+        with open(self.metrics_file_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        with atomic_path(self.metrics_file_path) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
 
 class AppendingCSVLogger(CSVLogger):
     """CSV metrics in ``save_dir/metrics.csv``, appended to across resumed runs."""
