@@ -62,6 +62,8 @@ import torch
 from benchlib import Device, add_device_args, matmul_peak, peak_rss_mb
 from report import markdown_table
 
+from maecore.models.registry import model_package
+
 # Registered models that no shipped config names (or whose config needs a change to run on the
 # bundled sample): (config, --set overrides). The reason is kept in the row's "config" column.
 SETTINGS: dict[str, tuple[str, list[str]]] = {
@@ -88,13 +90,6 @@ SYNTHETIC: dict[str, tuple[str, Any]] = {
 
 
 # ---------------------------------------------------------------------- which domain, which config
-def owner_package(name: str) -> str:
-    """The top-level package whose module registered ``name``."""
-    from maecore.models.registry import _lookup  # the registry has no public "factory of" accessor
-
-    return _lookup(name).__module__.split(".")[0]
-
-
 def domain_of(package: str):
     """The :class:`maecore.cli.domain.Domain` behind the package's console script (``geomae = geomae.cli:main``)."""
     from maecore.cli.domain import Domain
@@ -131,7 +126,7 @@ def build(name: str, batch_cap: int) -> tuple[torch.nn.Module, dict[str, Any], d
     from maecore.models import create_model
     from maecore.tasks.data import collate_dict
 
-    package = owner_package(name)
+    package = model_package(name)
     cfg_name, overrides = find_config(package, name)
     cfg = load_config(package, cfg_name, overrides)
     bs = min(int(cfg["train"]["batch_size"]), batch_cap)
@@ -246,7 +241,7 @@ def one_row(row: str, a: argparse.Namespace) -> dict[str, Any]:
         steps = a.steps_tiny if is_tiny(row) else a.steps_full
         return {"row": row, **measure(row, a.max_batch, steps, dev)}
     except Exception as err:  # noqa: BLE001  (a row reports its failure; the others still run)
-        return {"row": row, "domain": owner_package(row), "error": f"{type(err).__name__}: {err}"[:300]}
+        return {"row": row, "domain": model_package(row), "error": f"{type(err).__name__}: {err}"[:300]}
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -283,11 +278,11 @@ def main() -> None:
     unknown = sorted(set(names) - set(known))
     if unknown:
         ap.error(f"unknown model(s) {unknown}; registered: {', '.join(known)}")
-    names = sorted(names, key=lambda n: (owner_package(n), not is_tiny(n), n))
+    names = sorted(names, key=lambda n: (model_package(n), not is_tiny(n), n))
     rows = []
     for row in ["matmul", *names]:
         rows.append(run_child(row, a))
-        rows[-1].setdefault("domain", owner_package(row) if row != "matmul" else "")
+        rows[-1].setdefault("domain", model_package(row) if row != "matmul" else "")
         print(json.dumps(rows[-1]), flush=True)
     peak = rows[0].get("gflops")
     for r in rows[1:]:

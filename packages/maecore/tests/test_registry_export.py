@@ -14,7 +14,14 @@ import torch
 from safetensors.torch import save_file
 
 from maecore.errors import ConfigError, DataError, MAEError, missing_extra
-from maecore.models import MaskedAutoencoder, create_model, list_models, load_pretrained, model_arguments
+from maecore.models import (
+    MaskedAutoencoder,
+    create_model,
+    list_models,
+    load_pretrained,
+    model_arguments,
+    model_package,
+)
 from maecore.models import registry as R
 from maecore.models.sizes import VIT_SIZES, vit_size
 
@@ -38,6 +45,13 @@ def test_unknown_model_lists_the_known_names():
         create_model("vit_giant")
     with pytest.raises(KeyError, match=r"unknown model 'vit_giant'"):  # a ConfigError is a KeyError
         model_arguments("vit_giant")
+
+
+def test_model_package_names_the_registering_package():
+    assert model_package("mae_vit_tiny") == "maecore"
+    assert model_package("simmim_swin_tiny") == "maecore"
+    with pytest.raises(ConfigError, match=r"unknown model 'vit_giant'; known models: "):
+        model_package("vit_giant")
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,12 @@ def list_models(pattern: str = "") -> list[str]:
     return sorted(k for k in _REGISTRY if pattern in k)
 
 
+def model_package(name: str) -> str:
+    """The top-level package that registered ``name`` (``"geomae"`` for ``geomae_mae_tiny``): the
+    domain whose CLI, configs and readers go with the model."""
+    return _lookup(name).__module__.split(".")[0]
+
+
 def model_arguments(name: str) -> dict[str, Any]:
     """The factory's keyword arguments and defaults (what ``--set model.KEY=...`` accepts)."""
     fn = _lookup(name)
