@@ -26,8 +26,14 @@ Rows, each in its own process (a crash is reported in its row; the other rows st
    - engine_mem_sps: the same ``run_pretrain`` on 8 batches' worth of samples (a seeded random
      subset) held in a list, 0 workers: the engine's cost without the data path
      (engine_ratio = engine_mem_sps / model_sps);
+   - engine_fixed_ms: the engine's fixed cost of a step, whatever the model: the median time from
+     one step's end to the next of the same ``run_pretrain`` (same config, the same samples in
+     memory, 0 workers) around a model of 4 parameters (Lightning's loop and hooks, the gradient
+     norm and clipping, the LR schedule, fetching and collating the batch);
+   - ratio_bound = model step / (model step + engine_fixed_ms): the best ratio the engine allows
+     this model at this batch size, however fast the data path;
    - ratio = e2e_sps / model_sps (target >= 0.9). ratio well below engine_ratio: the data path
-     limits; both low: the engine's own per-step work does.
+     limits; both low: the engine's own per-step work does (ratio_bound says how much of it is fixed).
    model_sps, engine_mem_sps and e2e_sps are each the fastest of --rounds runs made in turn (all
    of them in the JSON: model_sps_runs, engine_sps_runs, e2e_sps_runs).
 2. medmae cache (the loader alone, 0 workers, batches of train.batch_size): epoch 1 (building the
@@ -47,7 +53,9 @@ usage: python shared/bench/bench_datapath.py [--quick] [--steps 80] [--warmup 5]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import random
 import shutil
@@ -55,7 +63,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +187,42 @@ def end_to_end(domain: Any, cfg: dict, dataset: Any, tc: Any, warmup: int, meta:
             "step_ms": round(1e3 * float(np.mean(inside)), 1)}
 
 
+@dataclass
+class _NullOut:
+    loss: torch.Tensor
+
+
+class NullModel(torch.nn.Module):
+    """4 parameters and one multiply: what the engine costs a step when the model costs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(4))
+
+    def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> _NullOut:
+        x = next(v for v in batch.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+        return _NullOut((self.w * x.float().nan_to_num().mean()).sum())  # nodata pixels are NaN
+
+    def encode(self, batch: dict[str, Any]) -> torch.Tensor:
+        n = next(int(v.shape[0]) for v in batch.values() if isinstance(v, torch.Tensor))
+        return self.w.detach().expand(n, 4)
+
+
+def engine_fixed_ms(held: list, tc: Any, warmup: int) -> float:
+    """Median step-to-step time (ms) of ``run_pretrain`` around :class:`NullModel` on ``held``."""
+    from maecore.tasks import run_pretrain
+
+    clock = StepClock()
+    run_dir = Path(tempfile.mkdtemp(prefix="datapath-null-"))
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # "NullModel has no save_pretrained: no export written"
+            run_pretrain(NullModel(), held, run_dir, replace(tc, num_workers=0), callbacks=[clock], logger=True)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return round(1e3 * float(np.median(np.diff(clock.ends[warmup:]))), 3)
+
+
 def domain_row(name: str, a: argparse.Namespace) -> dict:
     from maecore.tasks import TrainConfig
     from maecore.tasks.data import make_loader
@@ -196,8 +241,9 @@ def domain_row(name: str, a: argparse.Namespace) -> dict:
     held = [dataset[i] for i in pick]
     # the model alone, the engine alone and end to end, interleaved, --rounds times: on this shared
     # VM the same run varies by 10-40 % from one minute to the next; the fastest of each is compared
-    models, engines, e2es = [], [], []
+    models, engines, e2es, fixed = [], [], [], []
     for _ in range(a.rounds):
+        fixed.append(engine_fixed_ms(held, tc, a.warmup))
         one = model_only(cfg, tc, batches, a.warmup, a.steps)
         row["params_M"] = one["params_M"]
         models.append(one["model_sps"])
@@ -209,6 +255,9 @@ def domain_row(name: str, a: argparse.Namespace) -> dict:
                 "model_sps": max(models), "model_sps_runs": models, "engine_sps_runs": [r["sps"] for r in engines],
                 "e2e_sps_runs": [r["sps"] for r in e2es]})
     row["engine_ratio"] = round(row["engine_mem_sps"] / row["model_sps"], 3)
+    model_ms = 1e3 * tc.batch_size / row["model_sps"]
+    row.update({"engine_fixed_ms": min(fixed), "engine_fixed_ms_runs": fixed,
+                "ratio_bound": round(model_ms / (model_ms + min(fixed)), 3)})
     row["ratio"] = round(row["e2e_sps"] / row["model_sps"], 3)
     row["target_met"] = row["ratio"] >= 0.9
     return row
@@ -324,7 +373,7 @@ def report(r: dict) -> None:
     print(f"\n## data path ({r['machine']}; {r['warmup']} warm-up + {r['steps']} timed steps; ratio target >= 0.9)")
     print("\n".join(markdown_table(r["domains"], (
         "domain", "model", "batch", "model_sps", "loader0_sps", f"loader{w}_sps", "engine_mem_sps", "e2e_sps",
-        "e2e_wait_ms", "e2e_step_ms", "engine_ratio", "ratio", "error"))))
+        "e2e_wait_ms", "e2e_step_ms", "engine_fixed_ms", "engine_ratio", "ratio_bound", "ratio", "error"))))
     if r["medmae_cache"]:
         print("\n## medmae cache (speedup = epoch 1 / epoch 2, target >= 10)")
         print("\n".join(markdown_table(r["medmae_cache"], (
