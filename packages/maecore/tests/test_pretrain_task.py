@@ -403,6 +403,30 @@ def test_clipping_is_skipped_under_the_limit_and_equals_lightnings(tmp_path: Pat
     assert torch.equal(_flat(ours), _flat(unclipped)) and torch.equal(_flat(ours), _flat(lightning))
 
 
+class _GradsAtBatchStart(Callback):
+    """Whether any parameter holds a gradient when each micro-batch starts."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(any(p.grad is not None for p in pl_module.parameters()))
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_gradients_are_freed_after_the_step_and_training_is_unchanged(tmp_path: Path, monkeypatch, accumulate):
+    cfg = _cfg(max_steps=4, accumulate=accumulate, batch_size=4, log_every=2)
+    ours, probe = _model(), _GradsAtBatchStart()
+    run_pretrain(ours, Smooth(n=16), tmp_path / "ours", cfg, callbacks=[probe], logger=False)
+    # no gradient left over from the last step; inside an accumulation window they build up
+    assert probe.seen == [micro > 0 for _ in range(4) for micro in range(accumulate)]
+    monkeypatch.setattr(PretrainTask, "optimizer_step", L.LightningModule.optimizer_step)
+    lightning, late = _model(), _GradsAtBatchStart()
+    run_pretrain(lightning, Smooth(n=16), tmp_path / "lightning", cfg, callbacks=[late], logger=False)
+    assert late.seen[accumulate:] == [True] * (len(late.seen) - accumulate)  # Lightning frees them after the forward
+    assert torch.equal(_flat(ours), _flat(lightning))
+
+
 def test_embedding_spread_is_zero_for_a_collapsed_encoder():
     assert embedding_spread(torch.ones(5, 3) * 0.7).item() == 0.0
     emb = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
