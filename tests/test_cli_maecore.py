@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from maecore.cli.demo import main
 from maecore.models import load_pretrained
@@ -35,6 +37,17 @@ def test_pretrain_writes_the_run_folder(run: Path):
     assert np.isfinite(summary["final_loss"])
     metrics = Path(summary["metrics_csv"]).read_text().splitlines()
     assert "train/loss" in metrics[0]
+
+
+def test_the_same_command_gives_the_same_weights_and_the_seed_changes_them(tmp_path: Path):
+    runs = {}
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        torch.rand(7)  # whatever the process drew before must not matter
+        assert main(["pretrain", "--config", "tiny", "--out", str(tmp_path / name), "--max-steps", "2",
+                     "--seed", seed]) == 0
+        runs[name] = load_file(tmp_path / name / "export" / "model.safetensors")
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
 
 
 def test_resume_auto_continues_to_new_max_steps(run: Path, tmp_path: Path):

@@ -80,18 +80,21 @@ def run_dir_of(args: argparse.Namespace, domain: Domain) -> Path:
 
 
 def cmd_pretrain(domain: Domain, args: argparse.Namespace) -> int:
+    import torch
+
     from maecore.models import create_model
     from maecore.tasks import TrainConfig, run_pretrain
 
     cfg = load_config(domain.package, args.config, config_overrides(args))
     run_dir = run_dir_of(args, domain)
+    train_cfg = TrainConfig.from_dict(cfg.get("train", {}))
     dataset = domain.pretrain_dataset(cfg, args.data, args.skip_bad)
     name, kwargs = model_kwargs(cfg)
+    torch.manual_seed(train_cfg.seed)  # the initial weights too follow train.seed: one command, one result
     model = create_model(name, **kwargs)
     model.meta = {"domain": domain.name, **domain.model_meta(cfg, dataset)}
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    train_cfg = TrainConfig.from_dict(cfg.get("train", {}))
     summary = run_pretrain(model, dataset, run_dir, train_cfg, resume=args.resume)
     fig = domain.figure(model, dataset, run_dir / "figures" / "reconstruction.png")
     summary["figure"] = str(fig) if fig else None
