@@ -98,9 +98,9 @@ def ours(batch: int, steps: int, variant: str, ndim: int, size: int, dev: Device
     def step() -> None:
         with dev.autocast(), _sdpa_context(variant):
             out = model({"x": x})
-        opt.zero_grad()
         out.loss.backward()
         opt.step()
+        opt.zero_grad(set_to_none=True)  # before the next forward, as the engine does
 
     dt = _time_steps(step, steps, dev)
     n_tok = (size // 16) ** ndim
@@ -129,9 +129,9 @@ def hf_vitmae(batch: int, steps: int, fused: bool, dev: Device) -> dict:
     def step() -> None:
         with dev.autocast():
             out = model(pixel_values=x)
-        opt.zero_grad()
         out.loss.backward()
         opt.step()
+        opt.zero_grad(set_to_none=True)  # before the next forward, as the engine does
 
     dt = _time_steps(step, steps, dev)
     enc = _count(model, ("vit.",))
@@ -157,9 +157,9 @@ def monai_3d(batch: int, steps: int, size: int, fused: bool, dev: Device) -> dic
             target = x.reshape(batch, 1, size // 16, 16, size // 16, 16, size // 16, 16)
             target = target.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(batch, -1, 16**3)
             loss = (((pred.float() - target) ** 2).mean(-1) * mask).sum() / mask.sum()
-        opt.zero_grad()
         loss.backward()
         opt.step()
+        opt.zero_grad(set_to_none=True)  # before the next forward, as the engine does
 
     dt = _time_steps(step, steps, dev)
     n_tok = (size // 16) ** 3
