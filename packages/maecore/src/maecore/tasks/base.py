@@ -147,8 +147,8 @@ class BaseTask(L.LightningModule):
         """Lightning's step, then the gradients freed at once (set to None).
 
         Lightning frees them only after the next forward pass, so they sat in that pass's peak
-        memory: the model's size again in fp32 (0.45 GB for the ViT-B/16 MAE, whose peak RSS at
-        batch 8 drops from 3.39 to 3.04 GB). The next backward starts from None either way, so the
+        memory: the model's size again in fp32 (0.45 GB for the ViT-B/16 MAE; bench_core's peak RSS
+        at batch 8 went from 3.47 to 3.01 GB). The next backward starts from None either way, so the
         training is the same to the bit.
         """
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
