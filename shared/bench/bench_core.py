@@ -8,6 +8,9 @@ Rows (pretraining step = forward, backward, AdamW step; median of --steps after 
                      as ours_vitb when the default already picks flash)
   ours_vitb_compile  the same with the transformer blocks through torch.compile, as ``train.compile``
                      does (compile time excluded: it falls in the warm-up step)
+  ours_vitb_encoder  the ViT-B encoder alone (12 blocks, 768 wide) on all 196 tokens of a 224 px image,
+                     as fine-tuning runs it: the step the issue's "encoder at 0.85 of the matmul peak" names
+  ours_vitb_encoder_visible  the same encoder on MAE's 49 visible tokens (25 %): smaller matrix products
   hf_vitmae    Hugging Face ViTMAEForPreTraining at the identical config (if transformers imports)
   ours_3d      maecore mae_vit_base on 3D volumes (patch 16, 75 %), decoder 384 x 4 as MONAI's default
   monai_3d     MONAI MaskedAutoEncoderViT at the identical config
@@ -27,7 +30,9 @@ decay on norms and biases), exactly what ``pretrain`` runs. A peer row uses ``to
 its own examples do (the per-parameter loop on the CPU); its ``_fused`` twin gives the peer the same fused
 AdamW, so ``speed_vs_<peer>_fused`` compares the models alone.
 Each row prints parameters, samples/s, tokens/s, peak memory, and MFU = model FLOPs/s over the measured
-matmul peak, with model FLOPs = 6 x (encoder params x visible tokens + decoder params x all tokens).
+matmul peak, with model FLOPs = 6 x (encoder params x visible tokens + decoder params x all tokens)
+(the encoder rows: 6 x encoder params x tokens). Every timed loop frees the gradients after the forward
+pass, where Lightning, and so the engine on the CPU, frees them.
 Checkpointing rows are compared with the plain row at the same batch: ``time_vs_no_ckpt`` and
 ``memory_vs_no_ckpt`` (peak memory of the whole process, weights and AdamW state included); flash and
 compile rows likewise (``time_vs_default``, ``memory_vs_default``).
@@ -98,9 +103,9 @@ def ours(batch: int, steps: int, variant: str, ndim: int, size: int, dev: Device
     def step() -> None:
         with dev.autocast(), _sdpa_context(variant):
             out = model({"x": x})
+        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
         out.loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)  # before the next forward, as the engine does
 
     dt = _time_steps(step, steps, dev)
     n_tok = (size // 16) ** ndim
@@ -108,6 +113,31 @@ def ours(batch: int, steps: int, variant: str, ndim: int, size: int, dev: Device
     dec_p = sum(p.numel() for p in model.parameters()) - enc
     flops = 6 * batch * (enc * n_tok * (1 - mask_ratio) + dec_p * n_tok)
     return {"params_M": round((enc + dec_p) / 1e6, 2), "step_s": dt, "flops": flops, "tokens": batch * n_tok}
+
+
+def encoder_only(batch: int, steps: int, n_tok: int, dev: Device) -> dict:
+    """maecore's ViT-B encoder alone on ``n_tok`` tokens a sample: forward, a squared-output loss,
+    backward, the engine's AdamW over the encoder's parameters. FLOPs = 6 x params x tokens."""
+    from maecore.models import create_model
+    from maecore.tasks.base import adamw, default_param_groups
+
+    torch.manual_seed(0)
+    enc = create_model("mae_vit_base", ndim=2, group_channels=[3], patch_size=16).encoder.to(dev.type)
+    x = torch.randn(batch, n_tok, 768, device=dev.type)
+    pad = torch.zeros(batch, n_tok, dtype=torch.bool, device=dev.type)
+    opt = adamw(default_param_groups(enc, 0.05), lr=1e-4)
+
+    def step() -> None:
+        with dev.autocast():
+            loss = enc(x, pad).float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    dt = _time_steps(step, steps, dev)
+    params = sum(p.numel() for p in enc.parameters())
+    return {"params_M": round(params / 1e6, 2), "step_s": dt, "flops": 6 * params * batch * n_tok,
+            "tokens": batch * n_tok}
 
 
 def peer_adamw(model: torch.nn.Module, fused: bool) -> torch.optim.AdamW:
@@ -129,9 +159,9 @@ def hf_vitmae(batch: int, steps: int, fused: bool, dev: Device) -> dict:
     def step() -> None:
         with dev.autocast():
             out = model(pixel_values=x)
+        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
         out.loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)  # before the next forward, as the engine does
 
     dt = _time_steps(step, steps, dev)
     enc = _count(model, ("vit.",))
@@ -157,9 +187,9 @@ def monai_3d(batch: int, steps: int, size: int, fused: bool, dev: Device) -> dic
             target = x.reshape(batch, 1, size // 16, 16, size // 16, 16, size // 16, 16)
             target = target.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(batch, -1, 16**3)
             loss = (((pred.float() - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
         loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)  # before the next forward, as the engine does
 
     dt = _time_steps(step, steps, dev)
     n_tok = (size // 16) ** 3
@@ -178,6 +208,8 @@ def run_row(row: str, a: argparse.Namespace) -> dict:
     bs = int(b) if b else (1 if "3d" in name else a.batch)
     fns = {
         **{f"ours_vitb{v}": (lambda v=v: ours(bs, a.steps, v.lstrip("_"), 2, 224, dev)) for v in ("", *VARIANTS)},
+        "ours_vitb_encoder": lambda: encoder_only(bs, a.steps, 196, dev),
+        "ours_vitb_encoder_visible": lambda: encoder_only(bs, a.steps, 49, dev),
         "hf_vitmae": lambda: hf_vitmae(bs, a.steps, False, dev),
         "hf_vitmae_fused": lambda: hf_vitmae(bs, a.steps, True, dev),
         **{f"ours_3d{v}": (lambda v=v: ours(bs, a.steps, v.lstrip("_"), 3, a.vol, dev)) for v in ("", *VARIANTS)},
@@ -192,9 +224,9 @@ def run_row(row: str, a: argparse.Namespace) -> dict:
             "model_gflops_per_s": round(r["flops"] / r["step_s"] / 1e9, 1), **dev.memory()}
 
 
-ROWS = ("matmul", "ours_vitb", "ours_vitb_ckpt", "ours_vitb_flash", "ours_vitb_compile", "hf_vitmae",
-        "hf_vitmae_fused", "ours_3d", "monai_3d", "monai_3d_fused", "ours_vitb@32", "ours_vitb_ckpt@32",
-        "ours_vitb@64", "ours_vitb_ckpt@64")
+ROWS = ("matmul", "ours_vitb", "ours_vitb_ckpt", "ours_vitb_flash", "ours_vitb_compile", "ours_vitb_encoder",
+        "ours_vitb_encoder_visible", "hf_vitmae", "hf_vitmae_fused", "ours_3d", "monai_3d", "monai_3d_fused",
+        "ours_vitb@32", "ours_vitb_ckpt@32", "ours_vitb@64", "ours_vitb_ckpt@64")
 
 
 def compare(results: list[dict]) -> None:

@@ -181,16 +181,15 @@ def measure(name: str, batch_cap: int, steps: int, dev: Device) -> dict[str, Any
             out = model(batch, generator=gen)
         out.loss.backward()
     opt.step()
-    opt.zero_grad(set_to_none=True)
     dev.sync()
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         with dev.autocast():
             out = model(batch, generator=gen)
+        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
         out.loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)  # before the next forward, as the engine does
         dev.sync()
         times.append(time.perf_counter() - t)
     step, flops, bs = statistics.median(times), counter.get_total_flops(), row["batch"]
