@@ -31,8 +31,8 @@ its own examples do (the per-parameter loop on the CPU); its ``_fused`` twin giv
 AdamW, so ``speed_vs_<peer>_fused`` compares the models alone.
 Each row prints parameters, samples/s, tokens/s, peak memory, and MFU = model FLOPs/s over the measured
 matmul peak, with model FLOPs = 6 x (encoder params x visible tokens + decoder params x all tokens)
-(the encoder rows: 6 x encoder params x tokens). Every timed loop frees the gradients after the forward
-pass, where Lightning, and so the engine on the CPU, frees them.
+(the encoder rows: 6 x encoder params x tokens). The model rows free the gradients after the forward pass,
+where Lightning, and so the engine on the CPU, frees them; the encoder rows free them after the step.
 Checkpointing rows are compared with the plain row at the same batch: ``time_vs_no_ckpt`` and
 ``memory_vs_no_ckpt`` (peak memory of the whole process, weights and AdamW state included); flash and
 compile rows likewise (``time_vs_default``, ``memory_vs_default``).
