@@ -19,7 +19,6 @@ usage: python shared/bench/bench_startup.py [--repeats 3] [--verbs help,info,che
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,8 @@ from typing import Any
 HEAVY = ("lightning", "torchmetrics", "timm", "torchvision", "transformers", "sklearn", "scipy", "monai",
          "torch_geometric", "matplotlib", "pandas", "neurokit2", "wfdb", "torchgeo", "rasterio", "nibabel",
          "trimesh")
-#: console script -> the module whose ``main`` it calls
-CLIS = {"maecore": "maecore.cli.demo", "medmae": "medmae.cli", "geomae": "geomae.cli",
-        "cardiomae": "cardiomae.cli", "mae3d": "mae3d.cli", "skelmae": "skelmae.cli"}
+#: the suite's console scripts (one per package)
+CLIS = ("maecore", "medmae", "geomae", "cardiomae", "mae3d", "skelmae")
 VERBS = {"help": ["--help"], "info": ["info"], "check": ["check"]}
 
 _PROBE = """
@@ -56,6 +55,12 @@ seconds = time.perf_counter() - t0
 heavy = sorted({m.split(".")[0] for m in sys.modules} & set(%r))
 print(json.dumps({"rc": rc, "import_s": seconds, "heavy": heavy}))
 """
+
+
+def cli_module(script: str) -> str | None:
+    """The module whose ``main`` the installed console script ``script`` calls (None: not installed)."""
+    found = [ep for ep in entry_points(group="console_scripts", name=script) if ep.attr == "main"]
+    return found[0].module if found else None
 
 
 def probe(module: str, args: list[str], src: Path | None = None) -> dict[str, Any]:
@@ -78,7 +83,7 @@ def probe(module: str, args: list[str], src: Path | None = None) -> dict[str, An
 
 
 def row(domain: str, verb: str, repeats: int, src: Path | None) -> dict[str, Any]:
-    runs = [probe(CLIS[domain], VERBS[verb], src) for _ in range(repeats)]
+    runs = [probe(str(cli_module(domain)), VERBS[verb], src) for _ in range(repeats)]
     return {"domain": domain, "verb": verb, "rc": runs[-1]["rc"],
             "wall_s": round(statistics.median(r["wall_s"] for r in runs), 2),
             "import_s": round(statistics.median(r["import_s"] for r in runs), 2),
@@ -97,7 +102,7 @@ def main() -> None:
     bad = sorted(set(verbs) - set(VERBS)) + sorted(set(domains) - set(CLIS))
     if bad:
         ap.error(f"unknown verb(s)/domain(s) {bad}; verbs: {', '.join(VERBS)}; domains: {', '.join(CLIS)}")
-    domains = [d for d in domains if importlib.util.find_spec(d) is not None]
+    domains = [d for d in domains if cli_module(d) is not None]
     rows = [row(d, v, a.repeats, a.src) for d in domains for v in verbs]
     cols = ("domain", "verb", "rc", "wall_s", "import_s", "heavy")
     print(" | ".join(cols))
