@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,16 @@ def test_info_lists_models(capsys: pytest.CaptureFixture[str]):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "mae_vit_base" in out and "bundled_sample" in out
+    assert re.search(r"cpu_malloc: (keeps freed memory when training on the CPU|as it is)", out)
+
+
+def test_info_says_malloc_is_left_alone_and_refuses_a_bad_setting(capsys, monkeypatch):
+    monkeypatch.setenv("MAECORE_CPU_MALLOC", "system")
+    assert main(["info"]) == 0
+    assert "cpu_malloc: as it is (MAECORE_CPU_MALLOC=system)" in capsys.readouterr().out
+    monkeypatch.setenv("MAECORE_CPU_MALLOC", "tcmalloc")
+    assert main(["info"]) == 2
+    assert "MAECORE_CPU_MALLOC must be one of keep, system; got 'tcmalloc'" in capsys.readouterr().err
 
 
 def test_finetune_and_probe_on_a_task_defined_from_the_data(run: Path, tmp_path: Path, capsys):

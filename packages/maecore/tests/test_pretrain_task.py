@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import math
 import pickle
+import platform
 import re
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch import nn
 
 from maecore.errors import ConfigError, UnsafeCheckpointError
 from maecore.models import create_model, load_pretrained
-from maecore.tasks import NonFiniteError, PretrainTask, TrainConfig, run_pretrain
+from maecore.tasks import NonFiniteError, PretrainTask, TrainConfig, memory, run_pretrain
 from maecore.tasks import data as data_module
 from maecore.tasks.base import adamw, default_param_groups, warmup_cosine
 from maecore.tasks.checkpoint import safe_torch_load
@@ -414,18 +415,34 @@ class _GradsAtBatchStart(Callback):
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
-def test_gradients_freed_after_the_step_off_the_cpu_train_the_same(tmp_path: Path, monkeypatch, accumulate):
+def test_gradients_freed_after_the_step_train_the_same(tmp_path: Path, monkeypatch, accumulate):
     cfg = _cfg(max_steps=4, accumulate=accumulate, batch_size=4, log_every=2)
-    cpu, late = _model(), _GradsAtBatchStart()
-    run_pretrain(cpu, Smooth(n=16), tmp_path / "cpu", cfg, callbacks=[late], logger=False)
-    # on the CPU they live until Lightning zeroes them, after the next step's forward
+    monkeypatch.setattr(PretrainTask, "free_grads_after_step", lambda self: False)  # CPU, malloc as it is
+    late_model, late = _model(), _GradsAtBatchStart()
+    run_pretrain(late_model, Smooth(n=16), tmp_path / "late", cfg, callbacks=[late], logger=False)
+    # Lightning's order: they live until Lightning zeroes them, after the next step's forward
     assert late.seen[accumulate:] == [True] * (len(late.seen) - accumulate)
-    monkeypatch.setattr(PretrainTask, "free_grads_after_step", lambda self: True)  # as on a GPU
+    monkeypatch.setattr(PretrainTask, "free_grads_after_step", lambda self: True)  # a GPU, or malloc keeping
     early, probe = _model(), _GradsAtBatchStart()
     run_pretrain(early, Smooth(n=16), tmp_path / "early", cfg, callbacks=[probe], logger=False)
     # none left over from the last step; inside an accumulation window they build up
     assert probe.seen == [micro > 0 for _ in range(4) for micro in range(accumulate)]
-    assert torch.equal(_flat(cpu), _flat(early))
+    assert torch.equal(_flat(late_model), _flat(early))
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_on_the_cpu_gradients_are_freed_early_only_when_malloc_keeps_freed_memory(monkeypatch, kept):
+    monkeypatch.setattr(memory, "_kept", kept)
+    assert PretrainTask(_model(), _cfg()).free_grads_after_step() is kept
+
+
+@pytest.mark.parametrize("mode", ["keep", "system"])
+def test_pretraining_on_the_cpu_sets_malloc_as_the_environment_says(tmp_path: Path, monkeypatch, mode):
+    monkeypatch.setattr(memory, "_kept", False)
+    monkeypatch.setenv(memory.ENV, mode)
+    run_pretrain(_model(), Smooth(n=8), tmp_path / "run", _cfg(max_steps=1), logger=False)
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert memory.freed_memory_kept() is (mode == "keep" and glibc)
 
 
 def test_embedding_spread_is_zero_for_a_collapsed_encoder():

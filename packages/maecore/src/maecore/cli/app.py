@@ -182,6 +182,7 @@ def cmd_info(domain: Domain, args: argparse.Namespace) -> int:
 
     import maecore
     from maecore.models import list_models
+    from maecore.tasks.memory import describe as describe_malloc
 
     info: dict[str, Any] = {
         "package": domain.name,
@@ -189,6 +190,7 @@ def cmd_info(domain: Domain, args: argparse.Namespace) -> int:
         "torch": torch.__version__,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "cuda_devices": torch.cuda.device_count(),
+        "cpu_malloc": describe_malloc(),
         "configs": sorted(shipped_configs(domain.package)),
         "models": list_models(),
     }

@@ -14,7 +14,8 @@ Then Lightning's own hooks: ``training_step`` (required), ``validation_step``,
 learning-rate decay (a group may carry ``lr_scale``, a multiplier of ``cfg.lr``, or an absolute
 ``lr``). Clipping (``cfg.grad_clip``) and accumulation (``cfg.accumulate``) are the Trainer's
 (:class:`~maecore.tasks.pretrain.PretrainTask` clips by the norm it already computed).
-A subclass overriding ``on_train_start`` or ``on_train_batch_start`` should call ``super()``.
+A subclass overriding ``on_fit_start``, ``on_train_start`` or ``on_train_batch_start`` should call
+``super()``.
 
 Seeding: before every micro-batch the global torch / ``random`` / numpy generators are seeded from
 ``(cfg.seed, global_step, micro-batch, rank)`` (:meth:`BaseTask.step_seed`), so dropout, drop-path
@@ -35,6 +36,7 @@ from torch import nn
 from maecore.models.transformer import Block
 from maecore.tasks.config import TrainConfig
 from maecore.tasks.data import StepSampler, mix_seed, seed_cpu_rngs
+from maecore.tasks.memory import freed_memory_kept, keep_freed_memory
 
 log = logging.getLogger(__name__)
 NO_DECAY_NAMES = ("mask_token", "cls_token", "group_embed", "pos_embed", "decoder_group")
@@ -143,24 +145,30 @@ class BaseTask(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
+    def on_fit_start(self) -> None:
+        """On the CPU, glibc's malloc keeps freed memory for reuse (:mod:`maecore.tasks.memory`)."""
+        if self.device.type == "cpu":
+            keep_freed_memory()
+
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
-        """Lightning's step, then, off the CPU, the gradients freed at once (set to None).
+        """Lightning's step, then the gradients freed at once (set to None) where that is free.
 
         Lightning frees them only after the next forward pass, so they sit in that pass's peak
         memory: the model's size again in fp32 (0.45 GB for the ViT-B/16 MAE). On a GPU the caching
-        allocator hands their memory straight to the forward pass. On the CPU, glibc's malloc gave
-        it back to the system and the next backward faulted it in again: 88k page faults and
-        +15 % step time for the 3D ViT-B at batch 1, for 2 % less peak RSS (-13 % for the 2D ViT-B
-        at batch 8), so there they are freed where Lightning frees them. The next backward starts
-        from None either way: the training is the same to the bit.
+        allocator hands their memory straight to the forward pass. On the CPU it costs nothing only
+        when malloc keeps freed memory (:func:`~maecore.tasks.memory.keep_freed_memory`, set in
+        :meth:`on_fit_start`): with glibc's defaults the memory went back to the system and the next
+        backward faulted it in again (88k page faults and +15 % step time for the 3D ViT-B at batch
+        1), so then they are freed where Lightning frees them. The next backward starts from None
+        either way: the training is the same to the bit.
         """
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self.free_grads_after_step():
             optimizer.zero_grad(set_to_none=True)
 
     def free_grads_after_step(self) -> bool:
-        """Whether :meth:`optimizer_step` frees the gradients (everywhere but on the CPU)."""
-        return self.device.type != "cpu"
+        """Whether :meth:`optimizer_step` frees the gradients: off the CPU, or when malloc keeps freed memory."""
+        return self.device.type != "cpu" or freed_memory_kept()
 
     # seeding -----------------------------------------------------------------
     def micro_batch(self, batch_idx: int) -> int:

@@ -115,6 +115,7 @@ class PretrainTask(BaseTask):
 
     # steps ---------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self.model.train()  # a model handed over in eval mode would train with eval behaviour
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
