@@ -31,8 +31,11 @@ its own examples do (the per-parameter loop on the CPU); its ``_fused`` twin giv
 AdamW, so ``speed_vs_<peer>_fused`` compares the models alone.
 Each row prints parameters, samples/s, tokens/s, peak memory, and MFU = model FLOPs/s over the measured
 matmul peak, with model FLOPs = 6 x (encoder params x visible tokens + decoder params x all tokens)
-(the encoder rows: 6 x encoder params x tokens). The model rows free the gradients after the forward pass,
-where Lightning, and so the engine on the CPU, frees them; the encoder rows free them after the step.
+(the encoder rows: 6 x encoder params x tokens). Every row, ours and the peers', runs in a process set up
+as the engine sets its training process (``benchlib.engine_allocator``: on the CPU glibc's malloc keeps
+freed memory) and frees the gradients where the engine then does, right after the optimizer step
+(``benchlib.backward_step``); ``MAECORE_CPU_MALLOC=system`` runs them all with malloc as it is and the
+gradients freed after the forward pass, where Lightning frees them.
 Checkpointing rows are compared with the plain row at the same batch: ``time_vs_no_ckpt`` and
 ``memory_vs_no_ckpt`` (peak memory of the whole process, weights and AdamW state included); flash and
 compile rows likewise (``time_vs_default``, ``memory_vs_default``).
@@ -52,7 +55,7 @@ import time
 from pathlib import Path
 
 import torch
-from benchlib import Device, add_device_args, matmul_peak, peak_memory_key
+from benchlib import Device, add_device_args, backward_step, engine_allocator, matmul_peak, peak_memory_key
 
 VARIANTS = ("_ckpt", "_flash", "_compile")  # row suffixes compared with the plain row
 
@@ -99,13 +102,12 @@ def ours(batch: int, steps: int, variant: str, ndim: int, size: int, dev: Device
                 m.compile()
     x = torch.randn(batch, 3 if ndim == 2 else 1, *([size] * ndim), device=dev.type)
     opt = adamw(default_param_groups(model, 0.05), lr=1e-4)
+    free_early = engine_allocator(dev)
 
     def step() -> None:
         with dev.autocast(), _sdpa_context(variant):
             out = model({"x": x})
-        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
-        out.loss.backward()
-        opt.step()
+        backward_step(out.loss, opt, free_early)
 
     dt = _time_steps(step, steps, dev)
     n_tok = (size // 16) ** ndim
@@ -126,13 +128,12 @@ def encoder_only(batch: int, steps: int, n_tok: int, dev: Device) -> dict:
     x = torch.randn(batch, n_tok, 768, device=dev.type)
     pad = torch.zeros(batch, n_tok, dtype=torch.bool, device=dev.type)
     opt = adamw(default_param_groups(enc, 0.05), lr=1e-4)
+    free_early = engine_allocator(dev)
 
     def step() -> None:
         with dev.autocast():
             loss = enc(x, pad).float().pow(2).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        backward_step(loss, opt, free_early)
 
     dt = _time_steps(step, steps, dev)
     params = sum(p.numel() for p in enc.parameters())
@@ -155,13 +156,12 @@ def hf_vitmae(batch: int, steps: int, fused: bool, dev: Device) -> dict:
     model = ViTMAEForPreTraining(cfg).to(dev.type)
     x = torch.randn(batch, 3, 224, 224, device=dev.type)
     opt = peer_adamw(model, fused)
+    free_early = engine_allocator(dev)
 
     def step() -> None:
         with dev.autocast():
             out = model(pixel_values=x)
-        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
-        out.loss.backward()
-        opt.step()
+        backward_step(out.loss, opt, free_early)
 
     dt = _time_steps(step, steps, dev)
     enc = _count(model, ("vit.",))
@@ -180,6 +180,7 @@ def monai_3d(batch: int, steps: int, size: int, fused: bool, dev: Device) -> dic
                                  qkv_bias=True).to(dev.type)
     x = torch.randn(batch, 1, size, size, size, device=dev.type)
     opt = peer_adamw(model, fused)
+    free_early = engine_allocator(dev)
 
     def step() -> None:
         with dev.autocast():
@@ -187,9 +188,7 @@ def monai_3d(batch: int, steps: int, size: int, fused: bool, dev: Device) -> dic
             target = x.reshape(batch, 1, size // 16, 16, size // 16, 16, size // 16, 16)
             target = target.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(batch, -1, 16**3)
             loss = (((pred.float() - target) ** 2).mean(-1) * mask).sum() / mask.sum()
-        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
-        loss.backward()
-        opt.step()
+        backward_step(loss, opt, free_early)
 
     dt = _time_steps(step, steps, dev)
     n_tok = (size // 16) ** 3

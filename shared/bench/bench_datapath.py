@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from benchlib import CPU, backward_step, engine_allocator
 from lightning.pytorch.callbacks import Callback
 from report import markdown_table
 
@@ -144,12 +145,11 @@ def model_only(cfg: dict, tc: Any, batches: list[dict], warmup: int, steps: int)
     model = new_model(cfg).train()  # the engine's optimizer (fused AdamW, no decay on norms and biases)
     opt = adamw(default_param_groups(model, tc.weight_decay), lr=tc.lr, betas=tc.betas)
     gen = torch.Generator().manual_seed(tc.seed)
+    free_early = engine_allocator(CPU)  # the engine's malloc setting and gradient order on the CPU
     ends = [time.perf_counter()]
     for i in range(warmup + steps):
         out = model(batches[i % len(batches)], generator=gen)
-        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
-        out.loss.backward()
-        opt.step()
+        backward_step(out.loss, opt, free_early)
         ends.append(time.perf_counter())
     return {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
             "model_sps": _sps(ends, warmup + 1, tc.batch_size)}

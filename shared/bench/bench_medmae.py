@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import time_limit
+from benchlib import backward_step, engine_allocator, time_limit
 from torch.utils.data import DataLoader
 
 from maecore.config import load_config
@@ -207,14 +207,13 @@ def _train_worker(name: str, roi: int, steps: int, threads: int, queue) -> None:
     model = create_model(name)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
+    free_early = engine_allocator()  # malloc and gradient order as pretrain has them on the CPU
     times = []
     for i in range(steps + 1):
         batch = collate_dict([ds[i]])
         t0 = time.perf_counter()
         out = model(batch, generator=gen)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        backward_step(out.loss, opt, free_early)
         times.append(time.perf_counter() - t0)
     peak = _vm_hwm_mb()
     queue.put({"model": name, "roi": roi, "tokens": int(out.pad.shape[1]), "steps_timed": steps,

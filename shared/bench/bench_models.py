@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchlib import Device, add_device_args, matmul_peak, peak_rss_mb
+from benchlib import Device, add_device_args, backward_step, engine_allocator, matmul_peak, peak_rss_mb
 from report import markdown_table
 
 from maecore.models.registry import model_package
@@ -174,6 +174,7 @@ def measure(name: str, batch_cap: int, steps: int, dev: Device) -> dict[str, Any
     batch = move_data_to_device(batch, dev.type)
     opt = adamw(default_param_groups(model, 0.05), lr=1e-4)  # the engine's optimizer (fused AdamW)
     gen = torch.Generator(device=dev.type).manual_seed(0)
+    free_early = engine_allocator(dev)
     rss0 = peak_rss_mb()
     counter = FlopCounterMode(display=False)
     with counter:  # the warm-up step (not timed) counts the FLOPs of forward + backward
@@ -187,9 +188,7 @@ def measure(name: str, batch_cap: int, steps: int, dev: Device) -> dict[str, Any
         t = time.perf_counter()
         with dev.autocast():
             out = model(batch, generator=gen)
-        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
-        out.loss.backward()
-        opt.step()
+        backward_step(out.loss, opt, free_early)
         dev.sync()
         times.append(time.perf_counter() - t)
     step, flops, bs = statistics.median(times), counter.get_total_flops(), row["batch"]

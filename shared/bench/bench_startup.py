@@ -73,13 +73,16 @@ def probe(module: str, args: list[str], src: Path | None = None) -> dict[str, An
     res = subprocess.run([sys.executable, "-c", _PROBE % (HEAVY,), module, *args],
                          capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - t
+    return {**last_json(res, f"{module} {' '.join(args)}"), "wall_s": wall}
+
+
+def last_json(res: subprocess.CompletedProcess, what: str) -> dict[str, Any]:
+    """The JSON object on the last line a child process printed; RuntimeError with its stderr if none."""
     last = res.stdout.strip().splitlines()[-1:] or [""]
     try:
-        out = json.loads(last[0])
+        return json.loads(last[0])
     except json.JSONDecodeError as err:
-        raise RuntimeError(f"{module} {' '.join(args)} printed no result (exit {res.returncode}):\n"
-                           f"{res.stderr[-2000:]}") from err
-    return {**out, "wall_s": wall}
+        raise RuntimeError(f"{what} printed no result (exit {res.returncode}):\n{res.stderr[-2000:]}") from err
 
 
 def row(domain: str, verb: str, repeats: int, src: Path | None) -> dict[str, Any]:

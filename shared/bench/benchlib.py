@@ -117,6 +117,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def engine_allocator(device: Device = CPU) -> bool:
+    """Set this process up as the engine sets a training process, and return whether the engine
+    frees the gradients right after the optimizer step here: on a GPU always; on the CPU when glibc's
+    malloc keeps freed memory (:func:`maecore.tasks.memory.keep_freed_memory`, which this calls;
+    ``MAECORE_CPU_MALLOC=system`` leaves malloc alone and keeps Lightning's order)."""
+    if device.type != "cpu":
+        return True
+    from maecore.tasks.memory import keep_freed_memory
+
+    return keep_freed_memory()
+
+
+def backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, free_early: bool) -> None:
+    """Backward and optimizer step in the engine's gradient order: the gradients are freed right after
+    the step when ``free_early`` (:func:`engine_allocator`), else just before the backward, after the
+    forward pass (where Lightning frees them)."""
+    if not free_early:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if free_early:
+        opt.zero_grad(set_to_none=True)
+
+
 def time_train_step(model: torch.nn.Module, batch: dict[str, Any], steps: int, lr: float = 1e-4,
                     device: Device = CPU) -> dict[str, Any]:
     """Median wall time of ``steps`` pretraining steps (forward, backward, AdamW) after one warm-up
@@ -125,15 +149,14 @@ def time_train_step(model: torch.nn.Module, batch: dict[str, Any], steps: int, l
     model.to(device.type)
     batch = {k: v.to(device.type) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    free_early = engine_allocator(device)
     rss0 = peak_rss_mb()
     times = []
     for _ in range(steps + 1):
         t = time.perf_counter()
         with device.autocast():
             out = model(batch)
-        opt.zero_grad(set_to_none=True)  # after the forward, where the engine frees them on the CPU
-        out.loss.backward()
-        opt.step()
+        backward_step(out.loss, opt, free_early)
         device.sync()
         times.append(time.perf_counter() - t)
     step = float(np.median(times[1:]))
