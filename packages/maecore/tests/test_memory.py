@@ -38,7 +38,7 @@ print(json.dumps({"kept": kept, "mapped": mapped,
 """
 
 
-def _second_fill(call: str, env_mode: str) -> dict:
+def _probe(call: str, env_mode: str) -> dict:
     env = dict(os.environ, MAECORE_CPU_MALLOC=env_mode)
     out = subprocess.run([sys.executable, "-c", REUSE, call], capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -47,17 +47,17 @@ def _second_fill(call: str, env_mode: str) -> dict:
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_kept_memory_is_reused_without_page_faults():
     # the kernel may reclaim idle heap pages (DAMON runs here) and fault some back: best of three
-    kept = min((_second_fill("keep", "keep") for _ in range(3)), key=lambda r: r["faults"])
+    kept = min((_probe("keep", "keep") for _ in range(3)), key=lambda r: r["faults"])
     assert kept["kept"] is True
     assert kept["mapped"] < 16 << 20  # the 16 MiB block came from the heap
     assert kept["faults"] < 2000  # 96 MiB, 24,576 pages of 4 KiB, reused and not faulted in again
-    plain = _second_fill("none", "keep")
+    plain = _probe("none", "keep")
     assert plain["mapped"] >= 16 << 20  # glibc's default maps it, and unmaps it when it is freed
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_system_mode_leaves_malloc_alone():
-    result = _second_fill("keep", "system")
+    result = _probe("keep", "system")
     assert result["kept"] is False and result["mapped"] >= 16 << 20
 
 

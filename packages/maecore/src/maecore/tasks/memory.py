@@ -17,8 +17,8 @@ too. Larger blocks are still mapped and unmapped: kept in the heap, they fragmen
 with activation checkpointing at batch 64 peaked 12 % higher with a 1 GiB mmap threshold, 2 %
 lower with 32 MiB). Measured on 2 cores
 (``shared/bench/bench_malloc.py``): the ViT-B/16 MAE at batch 8 peaks 13 % lower (3.03 against
-3.46 GB) at the same step time; the tiny configs' ``pretrain`` runs within this machine's noise
-(0.88-1.12x the samples/s) with up to 9x fewer page faults; 5,000 steps of a tiny model grow
+3.46 GB) at the same step time; the tiny configs' ``pretrain`` ran at 0.84-1.33x the samples/s
+(this machine's run-to-run noise is 10-25 %) with up to 7x fewer page faults; 5,000 steps of a tiny model grow
 the resident memory by 4 MB (``soak.py``). Loader workers, forked after the engine sets it, inherit
 the setting: medmae's two workers on the bundled MRI peaked at the same RSS either way (755
 against 744 MB).
@@ -63,7 +63,7 @@ def keep_freed_memory(mmap_bytes: int = MMAP_BYTES, trim_bytes: int = TRIM_BYTES
     global _kept
     if _kept:
         return True
-    if malloc_mode() == "system" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if malloc_mode() == "system" or not _glibc():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -86,10 +86,13 @@ def describe() -> str:
     """One line for ``<domain> info``: what training on the CPU does with malloc here."""
     if malloc_mode() == "system":
         return f"as it is ({ENV}=system)"
-    libc, version = platform.libc_ver()
-    if platform.system() != "Linux" or libc != "glibc":
+    if not _glibc():
         return "as it is (not glibc)"
-    return f"keeps freed memory when training on the CPU (glibc {version}; {ENV}=system turns it off)"
+    return f"keeps freed memory when training on the CPU (glibc {platform.libc_ver()[1]}; {ENV}=system turns it off)"
+
+
+def _glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def freed_memory_kept() -> bool:
