@@ -45,6 +45,7 @@ def examples(session: nox.Session) -> None:
         session.run("python", "shared/tools/run_notebook.py", str(nb))
 
 
+PEER_ROWS = "matmul,ours_vitb,hf_vitmae_fused,ours_vitb_encoder,ours_3d,monai_3d_fused"
 BF16_CPU_ROWS = ("matmul,ours_vitb,ours_vitb_ckpt,ours_vitb_compile,hf_vitmae,hf_vitmae_fused,ours_3d,monai_3d_fused,"
                  "ours_vitb@32,ours_vitb_ckpt@32")
 
@@ -58,6 +59,9 @@ def bench(session: nox.Session) -> None:
     for script in sorted((ROOT / "shared" / "bench").glob("bench_*.py")):
         out = [] if script.stem == "bench_scaling" else ["--json", str(results / f"{script.stem}.json")]
         session.run("python", str(script), *out, *session.posargs)  # bench_scaling writes its own files
+    # the peer pairs and the encoder again, 5 rounds in turn: ratios and MFU that the machine's drift does not decide
+    session.run("python", "shared/bench/bench_core.py", "--rows", PEER_ROWS, "--rounds", "5",
+                "--json", str(results / "bench_core_peers.json"), *session.posargs)
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and any(flag in cpuinfo.read_text() for flag in ("avx512_bf16", "amx_bf16")):
         # a CPU with native bf16: the model-step table again at bf16 autocast (train.precision=bf16-mixed)

@@ -100,3 +100,32 @@ def test_compare_uses_the_gpu_allocator_peak_where_there_is_one():
     ]
     bench_core.compare(rows)
     assert rows[0]["memory_vs_hf_vitmae"] == 0.5
+
+
+def test_merge_rounds_keeps_the_median_run_and_every_step_time():
+    runs = [{"row": "ours_vitb", "step_s": s, "peak_rss_MB": m} for s, m in ((3.0, 10.0), (2.0, 20.0), (4.0, 30.0))]
+    merged = bench_core.merge_rounds(runs)
+    assert merged["step_s"] == 3.0 and merged["peak_rss_MB"] == 10.0  # every number from the median run
+    assert merged["step_s_rounds"] == [3.0, 2.0, 4.0]
+    peaks = bench_core.merge_rounds([{"row": "matmul", "gflops": g} for g in (150.0, 190.0, 170.0)])
+    assert peaks["gflops"] == 170.0 and peaks["gflops_rounds"] == [150.0, 190.0, 170.0]
+    assert bench_core.merge_rounds(runs[:1]) == runs[0]
+
+
+def test_merge_rounds_reports_a_failed_run():
+    runs = [{"row": "hf_vitmae", "step_s": 3.0}, {"row": "hf_vitmae", "error": "MemoryError"}]
+    assert bench_core.merge_rounds(runs) == {"row": "hf_vitmae", "error": "MemoryError", "failed_rounds": 1}
+
+
+def test_compare_pairs_the_rounds_of_ours_and_the_peer():
+    # round 2 ran in a slow minute for both rows: paired, every round says ours is 1.2x faster
+    ours = {"row": "ours_vitb", "samples_per_s": 2.0, "step_s": 4.0, "step_s_rounds": [3.0, 6.0, 4.0],
+            "peak_rss_MB": 900.0}
+    peer = {"row": "hf_vitmae_fused", "samples_per_s": 1.667, "step_s": 4.8, "step_s_rounds": [3.6, 7.2, 4.8],
+            "peak_rss_MB": 1000.0}
+    ckpt = {"row": "ours_vitb_ckpt", "samples_per_s": 1.5, "step_s": 5.0, "step_s_rounds": [3.3, 7.2, 5.6],
+            "peak_rss_MB": 500.0}
+    bench_core.compare([ours, peer, ckpt])
+    assert ours["speed_vs_hf_vitmae_fused"] == 1.2 and ours["speed_vs_hf_vitmae_fused_rounds"] == [1.2, 1.2, 1.2]
+    assert ckpt["time_vs_no_ckpt"] == 1.2 and ckpt["time_vs_no_ckpt_rounds"] == [1.1, 1.2, 1.4]
+    assert ours["memory_vs_hf_vitmae_fused"] == 0.9

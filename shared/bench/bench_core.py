@@ -39,8 +39,13 @@ gradients freed after the forward pass, where Lightning frees them.
 Checkpointing rows are compared with the plain row at the same batch: ``time_vs_no_ckpt`` and
 ``memory_vs_no_ckpt`` (peak memory of the whole process, weights and AdamW state included); flash and
 compile rows likewise (``time_vs_default``, ``memory_vs_default``).
+``--rounds N`` runs the whole row list N times in turn (a fresh process per row each time): a row
+reports its median run, and each ratio is the median of the N ratios of runs made one after the
+other (``speed_vs_<peer>_rounds``, ``time_vs_<x>_rounds`` list them). Step times here drift by 10-40 %
+from one minute to the next; paired rounds keep that drift out of the ours/peer ratios.
+``nox -s bench`` runs the peer pairs and the encoder this way (results/bench_core_peers.json).
 
-usage: python shared/bench/bench_core.py [--batch 8] [--steps 3] [--vol 96] [--rows a,b@64]
+usage: python shared/bench/bench_core.py [--batch 8] [--steps 3] [--vol 96] [--rows a,b@64] [--rounds 1]
                                          [--device auto|cpu|cuda] [--precision auto|fp32|bf16] [--json out.json]
 """
 
@@ -228,8 +233,34 @@ ROWS = ("matmul", "ours_vitb", "ours_vitb_ckpt", "ours_vitb_flash", "ours_vitb_c
         "ours_vitb@32", "ours_vitb_ckpt@32", "ours_vitb@64", "ours_vitb_ckpt@64")
 
 
+def merge_rounds(runs: list[dict]) -> dict:
+    """One row from its ``--rounds`` runs: the run with the median step time (the median matmul
+    peak), so every number in the row comes from one run, plus ``step_s_rounds`` (``gflops_rounds``)
+    in run order. A failed run makes the row that run's error."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return {**failed[0], "failed_rounds": len(failed)} if len(runs) > 1 else failed[0]
+    if len(runs) == 1:
+        return runs[0]
+    key = "gflops" if "gflops" in runs[0] else "step_s"
+    ranked = sorted(runs, key=lambda r: r[key])
+    return {**ranked[(len(ranked) - 1) // 2], f"{key}_rounds": [r[key] for r in runs]}
+
+
+def _ratio(a: dict, b: dict, key: str, invert: bool = False) -> tuple[float, list[float] | None]:
+    """``a[key] / b[key]`` (``b / a`` with ``invert``); with ``--rounds``, the median of the ratios
+    of the runs made one after the other (round i of ``a`` with round i of ``b``), and those ratios."""
+    ra, rb = a.get(f"{key}_rounds"), b.get(f"{key}_rounds")
+    if not ra or not rb or len(ra) != len(rb):
+        return round(b[key] / a[key] if invert else a[key] / b[key], 3), None
+    pairs = sorted(round(y / x if invert else x / y, 3) for x, y in zip(ra, rb))
+    n = len(pairs)
+    return round((pairs[(n - 1) // 2] + pairs[n // 2]) / 2, 3), pairs
+
+
 def compare(results: list[dict]) -> None:
-    """Add MFU, ours-vs-peer ratios at the same batch and variant-vs-plain ratios to each row."""
+    """Add MFU, ours-vs-peer ratios at the same batch and variant-vs-plain ratios to each row
+    (paired per round when the rows carry ``step_s_rounds``, see :func:`_ratio`)."""
     peak = next((r["gflops"] for r in results if r["row"] == "matmul"), None)
     by = {r["row"]: r for r in results}
     for r in results:
@@ -244,14 +275,28 @@ def compare(results: list[dict]) -> None:
                      ("monai_3d", "monai_3d_fused") if name == "ours_3d" else ()):
             p = by.get(peer + ("@" + b if b else ""), {})
             if "samples_per_s" in p:
-                r[f"speed_vs_{peer}"] = round(r["samples_per_s"] / p["samples_per_s"], 3)
+                r[f"speed_vs_{peer}"], pairs = _ratio(r, p, "step_s", invert=True)
+                if pairs:
+                    r[f"speed_vs_{peer}_rounds"] = pairs
                 r[f"memory_vs_{peer}"] = round(r[mem] / p[mem], 3)
         for v in VARIANTS:
             plain = by.get(r["row"].replace(v, ""), {}) if v in name else {}
             if "step_s" in plain:
                 label = "no_ckpt" if v == "_ckpt" else "default"
-                r[f"time_vs_{label}"] = round(r["step_s"] / plain["step_s"], 3)
+                r[f"time_vs_{label}"], pairs = _ratio(r, plain, "step_s")
+                if pairs:
+                    r[f"time_vs_{label}_rounds"] = pairs
                 r[f"memory_vs_{label}"] = round(r[mem] / plain[mem], 3)
+
+
+def run_row_process(row: str, a: argparse.Namespace, dev: Device) -> dict:
+    """One row in a fresh process: its result, or ``{"row", "error"}`` with the last line of its stderr."""
+    cmd = [sys.executable, __file__, "--row", row, "--batch", str(a.batch), "--steps", str(a.steps),
+           "--vol", str(a.vol), "--device", dev.type, "--precision", dev.precision]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"row": row, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -261,6 +306,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--vol", type=int, default=96)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the row list this many times in turn; each row reports its median run")
     add_device_args(ap)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
@@ -268,18 +315,16 @@ def main() -> None:
         print(json.dumps(run_row(a.row, a)))
         return
     dev = Device.pick(a.device, a.precision)
-    results = []
-    for row in a.rows.split(","):
-        cmd = [sys.executable, __file__, "--row", row, "--batch", str(a.batch), "--steps", str(a.steps),
-               "--vol", str(a.vol), "--device", dev.type, "--precision", dev.precision]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            results.append({"row": row, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"})
-        else:
-            results.append(json.loads(res.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), flush=True)
+    rows = a.rows.split(",")
+    runs: dict[str, list[dict]] = {row: [] for row in rows}
+    for _ in range(a.rounds):  # in turn, so a slow minute on this shared machine hits every row alike
+        for row in rows:
+            runs[row].append(run_row_process(row, a, dev))
+            print(json.dumps(runs[row][-1]), flush=True)
+    results = [merge_rounds(runs[row]) for row in rows]
     compare(results)
-    out = {"machine": dev.describe(), "device": dev.type, "precision": dev.precision, "rows": results}
+    out = {"machine": dev.describe(), "device": dev.type, "precision": dev.precision, "rounds": a.rounds,
+           "rows": results}
     print(json.dumps(out, indent=2))
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))

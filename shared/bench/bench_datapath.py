@@ -23,6 +23,9 @@ Rows, each in its own process (a crash is reported in its row; the other rows st
      step to start of the next: the loader plus Lightning's own work between steps) and spent inside
      the step (includes clipping, the LR schedule, logging and the engine's periodic ``encode`` for
      train/emb_std);
+   - e2e0_sps: the same end-to-end run with 0 workers, as the shipped configs read (reader,
+     preprocessing and cache in the training process: what the data path costs without the
+     competition of worker processes for the cores);
    - engine_mem_sps: the same ``run_pretrain`` on 8 batches' worth of samples (a seeded random
      subset) held in a list, 0 workers: the engine's cost without the data path
      (engine_ratio = engine_mem_sps / model_sps);
@@ -32,10 +35,11 @@ Rows, each in its own process (a crash is reported in its row; the other rows st
      norm and clipping, the LR schedule, fetching and collating the batch);
    - ratio_bound = model step / (model step + engine_fixed_ms): the best ratio the engine allows
      this model at this batch size, however fast the data path;
-   - ratio = e2e_sps / model_sps (target >= 0.9). ratio well below engine_ratio: the data path
-     limits; both low: the engine's own per-step work does (ratio_bound says how much of it is fixed).
-   model_sps, engine_mem_sps and e2e_sps are each the fastest of --rounds runs made in turn (all
-   of them in the JSON: model_sps_runs, engine_sps_runs, e2e_sps_runs).
+   - ratio = e2e_sps / model_sps (target >= 0.9), ratio0 = e2e0_sps / model_sps. ratio well below
+     engine_ratio: the data path limits (ratio0 near engine_ratio: the workers' share of the cores
+     does); both low: the engine's own per-step work does (ratio_bound says how much of it is fixed).
+   model_sps, engine_mem_sps, e2e_sps and e2e0_sps are each the fastest of --rounds runs made in
+   turn (all of them in the JSON: model_sps_runs, engine_sps_runs, e2e_sps_runs, e2e0_sps_runs).
 2. medmae cache (the loader alone, 0 workers, batches of train.batch_size): epoch 1 (building the
    dataset, which fills a memory cache, then one pass) and epoch 2 (the next pass) over the bundled
    case at the tiny config, with data.cache = memory, none and disk; without --quick also the 1 mm
@@ -241,7 +245,7 @@ def domain_row(name: str, a: argparse.Namespace) -> dict:
     held = [dataset[i] for i in pick]
     # the model alone, the engine alone and end to end, interleaved, --rounds times: on this shared
     # VM the same run varies by 10-40 % from one minute to the next; the fastest of each is compared
-    models, engines, e2es, fixed = [], [], [], []
+    models, engines, e2es, inproc, fixed = [], [], [], [], []
     for _ in range(a.rounds):
         fixed.append(engine_fixed_ms(held, tc, a.warmup))
         one = model_only(cfg, tc, batches, a.warmup, a.steps)
@@ -249,16 +253,19 @@ def domain_row(name: str, a: argparse.Namespace) -> dict:
         models.append(one["model_sps"])
         engines.append(end_to_end(domain, cfg, held, replace(tc, num_workers=0), a.warmup, meta))
         e2es.append(end_to_end(domain, cfg, dataset, tc, a.warmup, meta))
-    engine, e2e = (max(runs, key=lambda r: r["sps"]) for runs in (engines, e2es))
+        inproc.append(end_to_end(domain, cfg, dataset, replace(tc, num_workers=0), a.warmup, meta))
+    engine, e2e, e2e0 = (max(runs, key=lambda r: r["sps"]) for runs in (engines, e2es, inproc))
     row.update({"engine_mem_sps": engine["sps"], "engine_mem_wait_ms": engine["wait_ms"],
                 "e2e_sps": e2e["sps"], "e2e_wait_ms": e2e["wait_ms"], "e2e_step_ms": e2e["step_ms"],
                 "model_sps": max(models), "model_sps_runs": models, "engine_sps_runs": [r["sps"] for r in engines],
-                "e2e_sps_runs": [r["sps"] for r in e2es]})
+                "e2e_sps_runs": [r["sps"] for r in e2es], "e2e0_sps": e2e0["sps"],
+                "e2e0_sps_runs": [r["sps"] for r in inproc]})
     row["engine_ratio"] = round(row["engine_mem_sps"] / row["model_sps"], 3)
     model_ms = 1e3 * tc.batch_size / row["model_sps"]
     row.update({"engine_fixed_ms": min(fixed), "engine_fixed_ms_runs": fixed,
                 "ratio_bound": round(model_ms / (model_ms + min(fixed)), 3)})
     row["ratio"] = round(row["e2e_sps"] / row["model_sps"], 3)
+    row["ratio0"] = round(row["e2e0_sps"] / row["model_sps"], 3)
     row["target_met"] = row["ratio"] >= 0.9
     return row
 
@@ -373,7 +380,8 @@ def report(r: dict) -> None:
     print(f"\n## data path ({r['machine']}; {r['warmup']} warm-up + {r['steps']} timed steps; ratio target >= 0.9)")
     print("\n".join(markdown_table(r["domains"], (
         "domain", "model", "batch", "model_sps", "loader0_sps", f"loader{w}_sps", "engine_mem_sps", "e2e_sps",
-        "e2e_wait_ms", "e2e_step_ms", "engine_fixed_ms", "engine_ratio", "ratio_bound", "ratio", "error"))))
+        "e2e_wait_ms", "e2e_step_ms", "e2e0_sps", "engine_fixed_ms", "engine_ratio", "ratio_bound", "ratio", "ratio0",
+        "error"))))
     if r["medmae_cache"]:
         print("\n## medmae cache (speedup = epoch 1 / epoch 2, target >= 10)")
         print("\n".join(markdown_table(r["medmae_cache"], (
