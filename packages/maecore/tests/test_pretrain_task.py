@@ -33,7 +33,7 @@ from maecore.tasks.data import (
     collate_packed,
     make_loader,
 )
-from maecore.tasks.pretrain import embedding_spread
+from maecore.tasks.pretrain import NoProfiler, build_trainer, embedding_spread
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 from tiny_pretrain import Smooth  # noqa: E402
@@ -85,6 +85,14 @@ def test_loss_falls_and_run_folder_is_complete(tmp_path: Path, capsys):
     loaded = load_pretrained(summary["export_dir"]).eval()
     batch = {"x": Smooth().x[:4]}
     assert torch.equal(loaded.encode(batch), model.eval().encode(batch))
+
+
+def test_trainer_profiler_hands_back_one_null_context(tmp_path: Path):
+    profiler = build_trainer(_cfg(), tmp_path, logger=False).profiler
+    assert isinstance(profiler, NoProfiler)
+    assert profiler.profile("[Callback]LastCheckpoint.on_train_batch_end") is profiler.profile("run_training_batch")
+    with profiler.profile("outer"), profiler.profile("inner"):  # Lightning nests them
+        pass
 
 
 def test_lr_in_metrics_follows_warmup_and_cosine(tmp_path: Path):
