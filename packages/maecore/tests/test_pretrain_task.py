@@ -11,6 +11,7 @@ import platform
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -33,7 +34,7 @@ from maecore.tasks.data import (
     collate_packed,
     make_loader,
 )
-from maecore.tasks.pretrain import NoProfiler, build_trainer, embedding_spread
+from maecore.tasks.pretrain import NoProfiler, build_trainer, embedding_spread, visible_embedding
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 from tiny_pretrain import Smooth  # noqa: E402
@@ -457,6 +458,43 @@ def test_embedding_spread_is_zero_for_a_collapsed_encoder():
     assert embedding_spread(torch.ones(5, 3) * 0.7).item() == 0.0
     emb = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
     assert embedding_spread(emb).item() == pytest.approx((math.sqrt(2.0) + 0.0) / 2)
+
+
+def test_visible_embedding_pools_the_visible_slots_of_the_latent():
+    latent = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]], [[5.0, 6.0], [7.0, 8.0], [0.0, 0.0]]])
+    pad = torch.tensor([[False, False, True], [False, True, True]])
+    out = SimpleNamespace(latent=latent, latent_pad=pad)
+    assert torch.equal(visible_embedding(out), torch.tensor([[2.0, 3.0], [5.0, 6.0]]))
+    assert visible_embedding(SimpleNamespace(latent=latent, latent_pad=None)) is None
+    none_visible = pad.clone()
+    none_visible[1] = True  # a sample without a visible token: no pooled embedding for the batch
+    assert visible_embedding(SimpleNamespace(latent=latent, latent_pad=none_visible)) is None
+
+
+class _NoLatentPad(nn.Module):
+    """The tiny MAE with its output's ``latent_pad`` dropped, as a model that does not give it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, generator=None):  # noqa: ANN001
+        return dataclasses.replace(self.model(batch, generator=generator), latent_pad=None)
+
+    def encode(self, batch):  # noqa: ANN001
+        return self.model.encode(batch)
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_emb_std_pools_the_training_latent_and_encodes_only_without_one(tmp_path: Path, monkeypatch, pooled):
+    model = _model() if pooled else _NoLatentPad(_model())
+    calls = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda batch: calls.append(1) or encode(batch))
+    summary = run_pretrain(model, Smooth(n=16), tmp_path, _cfg(max_steps=10))
+    stds = [v for _, v in _column(summary["metrics_csv"], "train/emb_std")]
+    assert len(stds) == 2 and min(stds) > 1e-3
+    assert len(calls) == (0 if pooled else 2)  # one extra encode per log step, only without latent_pad
 
 
 # ---------------------------------------------------------------------- safe loading

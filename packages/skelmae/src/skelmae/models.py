@@ -182,7 +182,8 @@ class GraphSkeletonMAE(nn.Module, PretrainedMixin):
         latent = self.forward_encoder(tokens, batch, masking.mask)
         pred = self.forward_decoder(latent, tokens, batch, masking.mask)
         loss = masked_mse(pred.float(), target.float(), (masking.mask & ~tokens.pad).float())
-        return MAEOutput(loss, pred, target, masking.mask, tokens.pad, latent)
+        # hidden joints went through the encoder as mask tokens: only the visible, real ones pool into train/emb_std
+        return MAEOutput(loss, pred, target, masking.mask, tokens.pad, latent, latent_pad=masking.mask | tokens.pad)
 
     def encode_tokens(
         self, batch: dict[str, Any], groups: list[str] | list[int] | None = None

@@ -30,7 +30,12 @@ MASK_PARAMS = {
 
 @dataclass
 class MAEOutput:
-    """``loss`` scalar; ``pred, target [B, L, P]``; ``mask, pad [B, L]`` (True = hidden / absent)."""
+    """``loss`` scalar; ``pred, target [B, L, P]``; ``mask, pad [B, L]`` (True = hidden / absent).
+
+    ``latent [B, K, D]``: the encoder's output in this forward; ``latent_pad [B, K]``: True where a
+    ``latent`` slot holds no visible, real token (filler, or a hidden token's encoding). With both,
+    the engine's ``train/emb_std`` pools ``latent`` instead of running ``encode`` again.
+    """
 
     loss: Tensor
     pred: Tensor
@@ -39,6 +44,7 @@ class MAEOutput:
     pad: Tensor
     latent: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    latent_pad: Tensor | None = None
 
 
 class PosEmbed(nn.Module):
@@ -225,7 +231,7 @@ class MaskedAutoencoder(nn.Module, PretrainedMixin):
         extras: dict[str, Tensor] = {}
         if self.difficulty is not None:
             loss, extras = self._difficulty_loss(loss, pred, target, tokens, masking)
-        return MAEOutput(loss, pred, target, masking.mask, tokens.pad, latent, extras)
+        return MAEOutput(loss, pred, target, masking.mask, tokens.pad, latent, extras, latent_pad=masking.keep_pad)
 
     def _difficulty_loss(self, loss: Tensor, pred: Tensor, target: Tensor, tokens: Tokens, masking: M.Masking):
         """HPM: train the predictor to rank tokens by their (detached) reconstruction error."""
