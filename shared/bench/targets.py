@@ -131,7 +131,7 @@ def chamfer_memory(res: Results) -> Verdict:
     if not rows:
         raise NotMeasured("bench_pointops has no 32k torch Chamfer row")
     top = max(rows, key=lambda r: r["rss_delta_mb"])
-    return (f"{top['rss_delta_mb']:.0f} MB above the inputs ({top['pass']}, N={top['N']})",
+    return (f"peak RSS +{top['rss_delta_mb']:.0f} MB ({top['pass']}, N={top['N']})",
             top["rss_delta_mb"] < 1024, "bench_pointops")
 
 
