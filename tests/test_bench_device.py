@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shared" / "bench"))
 
 import bench_core  # noqa: E402
-from benchlib import CPU, Device, matmul_peak, time_train_step  # noqa: E402
+from benchlib import CPU, Device, matmul_peak, paired_ratio, time_train_step  # noqa: E402
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the choice on a machine without CUDA")
 
@@ -129,3 +129,10 @@ def test_compare_pairs_the_rounds_of_ours_and_the_peer():
     assert ours["speed_vs_hf_vitmae_fused"] == 1.2 and ours["speed_vs_hf_vitmae_fused_rounds"] == [1.2, 1.2, 1.2]
     assert ckpt["time_vs_no_ckpt"] == 1.2 and ckpt["time_vs_no_ckpt_rounds"] == [1.1, 1.2, 1.4]
     assert ours["memory_vs_hf_vitmae_fused"] == 0.9
+
+
+def test_paired_ratio_takes_the_median_of_round_by_round_ratios():
+    assert paired_ratio([2.0, 9.0, 3.0], [1.0, 10.0, 2.0]) == (1.5, [0.9, 1.5, 2.0])
+    assert paired_ratio([1.0, 3.0], [1.0, 2.0]) == (1.25, [1.0, 1.5])  # even count: the middle two
+    with pytest.raises(ValueError, match=r"two equally long, non-empty lists; got 2 and 1"):
+        paired_ratio([1.0, 2.0], [1.0])

@@ -60,7 +60,15 @@ import time
 from pathlib import Path
 
 import torch
-from benchlib import Device, add_device_args, backward_step, engine_allocator, matmul_peak, peak_memory_key
+from benchlib import (
+    Device,
+    add_device_args,
+    backward_step,
+    engine_allocator,
+    matmul_peak,
+    paired_ratio,
+    peak_memory_key,
+)
 
 VARIANTS = ("_ckpt", "_flash", "_compile")  # row suffixes compared with the plain row
 
@@ -253,9 +261,7 @@ def _ratio(a: dict, b: dict, key: str, invert: bool = False) -> tuple[float, lis
     ra, rb = a.get(f"{key}_rounds"), b.get(f"{key}_rounds")
     if not ra or not rb or len(ra) != len(rb):
         return round(b[key] / a[key] if invert else a[key] / b[key], 3), None
-    pairs = sorted(round(y / x if invert else x / y, 3) for x, y in zip(ra, rb))
-    n = len(pairs)
-    return round((pairs[(n - 1) // 2] + pairs[n // 2]) / 2, 3), pairs
+    return paired_ratio(rb, ra) if invert else paired_ratio(ra, rb)
 
 
 def compare(results: list[dict]) -> None:

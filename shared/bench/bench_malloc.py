@@ -13,8 +13,9 @@ goes first, and reports the median over --rounds:
   MAE on random tensors held in memory, 0 workers; the median step-to-step time after the first.
 
 Peak RSS and the minor page faults are the training process's own (workers excluded); faults are
-per step for the ViT-B rows and per run for the domain rows. speedup = keep samples/s over system
-samples/s; rss_ratio = keep peak RSS over system peak RSS.
+per step for the ViT-B rows and per run for the domain rows. speedup = the median over rounds of
+keep samples/s over system samples/s in the same round (``speedup_rounds`` lists them;
+``benchlib.paired_ratio``); rss_ratio = keep peak RSS over system peak RSS (medians).
 
 usage: python shared/bench/bench_malloc.py [--rounds 5] [--steps 300] [--rows maecore,...,vitb3d]
        [--json out.json]
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_startup import CLIS, cli_module, last_json
+from benchlib import paired_ratio
 
 VITB = ("vitb2d", "vitb3d")
 MODES = ("system", "keep")
@@ -115,7 +117,7 @@ def row(name: str, rounds: int, steps: int) -> dict[str, Any]:
         out[f"{mode}_faults"] = round(statistics.median(x["faults"] for x in runs[mode]))
         out[f"{mode}_sps_runs"] = [round(x["samples_per_s"], 2) for x in runs[mode]]
     out["kept"] = runs["keep"][0]["kept"]
-    out["speedup"] = round(out["keep_sps"] / out["system_sps"], 3)
+    out["speedup"], out["speedup_rounds"] = paired_ratio(out["keep_sps_runs"], out["system_sps_runs"])
     out["rss_ratio"] = round(out["keep_rss_mb"] / out["system_rss_mb"], 3)
     return out
 

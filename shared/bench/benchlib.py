@@ -117,6 +117,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def paired_ratio(xs: list[float], ys: list[float]) -> tuple[float, list[float]]:
+    """Median of ``x_i / y_i`` over runs made one after the other (round i of one arm with round i of
+    the other), and those ratios sorted. On this shared machine a run drifts 10-40 % from one minute
+    to the next; pairing keeps the drift out of a ratio that two medians would let in."""
+    if not xs or len(xs) != len(ys):
+        raise ValueError(f"paired_ratio needs two equally long, non-empty lists; got {len(xs)} and {len(ys)}")
+    pairs = sorted(round(x / y, 3) for x, y in zip(xs, ys))
+    n = len(pairs)
+    return round((pairs[(n - 1) // 2] + pairs[n // 2]) / 2, 3), pairs
+
+
 def engine_allocator(device: Device = CPU) -> bool:
     """Set this process up as the engine sets a training process, and return whether the engine
     frees the gradients right after the optimizer step here: on a GPU always; on the CPU when glibc's

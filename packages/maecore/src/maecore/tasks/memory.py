@@ -15,13 +15,13 @@ stays near its peak (with up to 1 GiB of free heap top) instead of dropping betw
 with PyTorch's CUDA caching allocator, and the engine can free the gradients early on the CPU
 too. Larger blocks are still mapped and unmapped: kept in the heap, they fragmented it (ViT-B/16
 with activation checkpointing at batch 64 peaked 12 % higher with a 1 GiB mmap threshold, 2 %
-lower with 32 MiB). Measured on 2 cores
-(``shared/bench/bench_malloc.py``): the ViT-B/16 MAE at batch 8 peaks 13 % lower (3.03 against
-3.46 GB) at the same step time; the tiny configs' ``pretrain`` ran at 0.84-1.33x the samples/s
-(this machine's run-to-run noise is 10-25 %) with up to 7x fewer page faults; 5,000 steps of a tiny model grow
-the resident memory by 4 MB (``soak.py``). Loader workers, forked after the engine sets it, inherit
-the setting: medmae's two workers on the bundled MRI peaked at the same RSS either way (755
-against 744 MB).
+lower with 32 MiB). Measured on 2 cores (``shared/bench/bench_malloc.py``): the ViT-B/16 MAE at
+batch 8 peaks 13 % lower (3.03 against 3.46 GB) at the same step time; the tiny configs'
+``pretrain`` ran at 0.84-1.14x the samples/s (median of paired rounds; this machine's run-to-run
+noise is 10-25 %) with up to 7x fewer page faults; 5,000 steps of a tiny model grow the resident
+memory by 4 MB (``soak.py``). Loader workers, forked after the engine sets it, inherit the
+setting: medmae's two workers on the bundled MRI peaked at the same RSS either way (755 against
+744 MB).
 
 The settings are process-wide and cannot be undone: ``M_MMAP_THRESHOLD`` also switches off
 glibc's dynamic threshold. Set ``MAECORE_CPU_MALLOC=system`` in the environment to leave malloc
