@@ -171,5 +171,5 @@ def time_train_step(model: torch.nn.Module, batch: dict[str, Any], steps: int, l
         device.sync()
         times.append(time.perf_counter() - t)
     step = float(np.median(times[1:]))
-    return {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "step_s": round(step, 3),
+    return {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "step_s": round(step, 6),
             **device.memory(), "rss_growth_MB": round(peak_rss_mb() - rss0, 1)}
