@@ -12,7 +12,9 @@ lesion, so the held-out part is harder than the training part).
    token masked) and report PSNR and SSIM over the brain voxels (z-score units; PSNR range = range
    of the true t1ce there) against two non-learned baselines fitted on the training part's brain
    voxels: (a) the available modality most correlated with t1ce, rescaled by least squares
-   (a * x + b); (b) a per-voxel least-squares mix of all three (w . x + b).
+   (a * x + b); (b) a per-voxel least-squares mix of all three (w . x + b). A last row gives the
+   ceiling of the model's linear output head (:func:`head_ceiling`): the true t1ce as that head
+   could best express it, an estimate of the most any network behind that head can reach.
 3. A probe, pretrained against randomly initialised: held-out 32^3 crops, the encoder sees only
    t1 and t2; the label says whether the crop holds more FLAIR-hyperintense voxels (FLAIR z > 2,
    a lesion) than the median crop. Logistic regression and kNN, 5-fold cross-validation.
@@ -113,6 +115,37 @@ def baselines(train: np.ndarray, test: np.ndarray) -> dict[str, tuple[np.ndarray
     }
 
 
+def _patches(vol: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
+    """Non-overlapping patches of ``vol`` (a whole number of them per axis) as rows ``[N, prod(patch)]``."""
+    g = [n // p for n, p in zip(vol.shape, patch)]
+    v = vol[: g[0] * patch[0], : g[1] * patch[1], : g[2] * patch[2]]
+    v = v.reshape(g[0], patch[0], g[1], patch[1], g[2], patch[2]).transpose(0, 2, 4, 1, 3, 5)
+    return v.reshape(-1, int(np.prod(patch)))
+
+
+def head_ceiling(train: np.ndarray, test: np.ndarray, patch: tuple[int, ...], width: int) -> np.ndarray:
+    """``test`` as the best output head ``Linear(width -> prod(patch))`` could give it, behind a perfect network.
+
+    Whatever the network before it, every patch such a head outputs is ``W h + b``: a point of one
+    ``width``-dimensional affine subspace of the patch space. The subspace fitted to the training
+    volume's patches at every offset (random crops see them all) is their mean plus their ``width``
+    leading principal components; each patch of ``test`` (zero-padded to whole patches) is replaced
+    by its projection on it. A learned head could fit the held-out part slightly better than the
+    training part's components do, so this is an estimate of the ceiling, not a bound.
+    """
+    windows = np.lib.stride_tricks.sliding_window_view(train, patch)[::2, ::2, ::2]
+    rows = windows.reshape(-1, int(np.prod(patch))).astype(np.float64)
+    mean = rows.mean(0)
+    basis = np.linalg.svd(rows - mean, full_matrices=False)[2][:width]
+    shape = [-(-n // p) * p for n, p in zip(test.shape, patch)]
+    padded = np.zeros(shape)
+    padded[tuple(slice(0, n) for n in test.shape)] = test
+    proj = (_patches(padded, patch) - mean) @ basis.T @ basis + mean
+    g = [n // p for n, p in zip(shape, patch)]
+    out = proj.reshape(*g, *patch).transpose(0, 3, 1, 4, 2, 5).reshape(shape)
+    return out[tuple(slice(0, n) for n in test.shape)]
+
+
 def evaluate_synthesis(model: torch.nn.Module, image: np.ndarray, roi: list[int]) -> list[dict]:
     train, test = split_volume(image)
     w, have = MODS.index(WANT), [MODS.index(m) for m in HAVE]
@@ -128,6 +161,11 @@ def evaluate_synthesis(model: torch.nn.Module, image: np.ndarray, roi: list[int]
              "ssim": ssim(pred, truth, brain, rng), "seconds": round(secs, 2)}]
     for name, (vol, _) in baselines(train, test).items():
         rows.append({"method": name, "psnr": psnr(vol, truth, brain, rng), "ssim": ssim(vol, truth, brain, rng)})
+    patch, width = tuple(model.tokenizer.patch), model.heads[w].in_features
+    best = np.where(brain, head_ceiling(train[w], truth, patch, width), 0.0)
+    rows.append({"method": f"ceiling of our Linear({width} -> {'x'.join(map(str, patch))}) output head "
+                           "(the true t1ce on its best subspace)",
+                 "psnr": psnr(best, truth, brain, rng), "ssim": ssim(best, truth, brain, rng)})
     return rows
 
 
