@@ -7,11 +7,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shared" / "bench"))
 
 import bench_medmae  # noqa: E402
 
+from maecore.config import ConfigError  # noqa: E402
 from medmae import sample_dir  # noqa: E402
 
 
@@ -37,3 +39,10 @@ def test_head_ceiling_grows_with_the_width_and_is_exact_at_full_rank():
     # width 0: every patch is the training part's mean patch
     mean = np.lib.stride_tricks.sliding_window_view(train, patch)[::2, ::2, ::2].reshape(-1, 64).mean(0)
     np.testing.assert_allclose(bench_medmae.head_ceiling(train, test, patch, 0)[4:8, :4, 8:12], mean.reshape(patch))
+
+
+def test_set_overrides_reach_the_pretrained_config_and_unknown_keys_are_refused():
+    cfg = bench_medmae.tiny_config(5, ["model.decoder_dim=128", "train.lr=0.003"])
+    assert cfg["model"]["decoder_dim"] == 128 and cfg["train"]["lr"] == 0.003 and cfg["train"]["max_steps"] == 5
+    with pytest.raises(ConfigError, match="unknown config key 'model.decoder_width'"):
+        bench_medmae.tiny_config(5, ["model.decoder_width=128"])

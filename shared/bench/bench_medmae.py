@@ -24,7 +24,8 @@ lesion, so the held-out part is harder than the training part).
    memory (RSS of a fresh process; the idle process's RSS is given too) of medmae_tiny (32^3 crops)
    and medmae_bmmae_base (ViT-B, 128^3 crops), batch 1, on this CPU.
 
-usage: python shared/bench/bench_medmae.py [--minutes 15] [--quick] [--threads N] [--json out.json]
+usage: python shared/bench/bench_medmae.py [--minutes 15] [--quick] [--threads N] [--set KEY=VALUE ...]
+       [--json out.json]
 """
 
 from __future__ import annotations
@@ -64,16 +65,17 @@ def shared_case() -> Path | None:
     return p if p.is_dir() else None
 
 
-def tiny_config(max_steps: int) -> dict:
+def tiny_config(max_steps: int, overrides: list[str] = ()) -> dict:
     cfg = load_config("medmae", "tiny", [f"train.max_steps={max_steps}", "train.warmup_steps=50",
-                                         "train.ckpt_every=1000000", "train.log_every=50", "train.batch_size=4"])
+                                         "train.ckpt_every=1000000", "train.log_every=50", "train.batch_size=4",
+                                         *overrides])
     cfg["model"]["modalities"] = MODS
     return cfg
 
 
 # ---------------------------------------------------------------------- 1. pretrain
-def pretrain(minutes: float, run_dir: Path) -> tuple[torch.nn.Module, MRIDataset, dict]:
-    cfg = tiny_config(max_steps=1_000_000)
+def pretrain(minutes: float, run_dir: Path, overrides: list[str] = ()) -> tuple[torch.nn.Module, MRIDataset, dict]:
+    cfg = tiny_config(max_steps=1_000_000, overrides=overrides)
     dc = DataConfig.from_cfg(cfg)
     cases = find_cases(sample_dir(), dc.modalities)[0]
     region = [(0.0, 1.0)] * 3
@@ -277,13 +279,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run of every part (about 3 minutes)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: on a shared 2-core machine two threads contend)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override of the pretrained medmae_tiny (repeatable), e.g. model.decoder_dim=128")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     minutes = 0.5 if args.quick else args.minutes
-    results: dict = {"minutes": minutes, "quick": args.quick, "threads": args.threads, "torch": torch.__version__}
+    results: dict = {"minutes": minutes, "quick": args.quick, "threads": args.threads, "overrides": args.set,
+                     "torch": torch.__version__}
     with tempfile.TemporaryDirectory(prefix="medmae-bench-") as tmp:
-        model, train_ds, summary = pretrain(minutes, Path(tmp) / "run")
+        model, train_ds, summary = pretrain(minutes, Path(tmp) / "run", args.set)
         results["pretrain"] = {k: summary[k] for k in ("steps", "wall_s", "samples_per_s", "final_loss")}
         image = train_ds.preprocessed(0)["image"].as_tensor().numpy()
         results["synthesis"] = evaluate_synthesis(model, image, train_ds.dc.roi_size)
@@ -300,7 +305,7 @@ def main() -> None:
 
 def report(r: dict) -> None:
     p = r["pretrain"]
-    mode = "quick" if r["quick"] else f"{r['minutes']} min"
+    mode = ("quick" if r["quick"] else f"{r['minutes']} min") + "".join(f", {o}" for o in r.get("overrides", []))
     print(f"\n## medmae benchmark ({mode}, {r['threads']} threads)")
     print(f"pretrain medmae_tiny: {p['steps']} steps in {p['wall_s']:.0f} s ({p['samples_per_s']} samples/s), "
           f"final masked loss {p['final_loss']:.3f}")
