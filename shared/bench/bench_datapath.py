@@ -38,8 +38,12 @@ Rows, each in its own process (a crash is reported in its row; the other rows st
    - ratio = e2e_sps / model_sps (target >= 0.9), ratio0 = e2e0_sps / model_sps. ratio well below
      engine_ratio: the data path limits (ratio0 near engine_ratio: the workers' share of the cores
      does); both low: the engine's own per-step work does (ratio_bound says how much of it is fixed).
-   model_sps, engine_mem_sps, e2e_sps and e2e0_sps are each the fastest of --rounds runs made in
-   turn (all of them in the JSON: model_sps_runs, engine_sps_runs, e2e_sps_runs, e2e0_sps_runs).
+   The model alone, the engine alone and both end-to-end runs are made in turn, --rounds times.
+   model_sps, engine_mem_sps, e2e_sps and e2e0_sps are each the fastest of their runs (all of them
+   in the JSON: model_sps_runs, engine_sps_runs, e2e_sps_runs, e2e0_sps_runs); engine_ratio, ratio
+   and ratio0 are each the median of the rounds' own ratios (each round's ratios in
+   engine_ratio_rounds, ratio_rounds, ratio0_rounds), so a drift of the machine between rounds
+   stays out of them.
 2. medmae cache (the loader alone, 0 workers, batches of train.batch_size): epoch 1 (building the
    dataset, which fills a memory cache, then one pass) and epoch 2 (the next pass) over the bundled
    case at the tiny config, with data.cache = memory, none and disk; without --quick also the 1 mm
@@ -74,7 +78,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from benchlib import CPU, backward_step, engine_allocator
+from benchlib import CPU, backward_step, engine_allocator, paired_ratio
 from lightning.pytorch.callbacks import Callback
 from report import markdown_table
 
@@ -244,7 +248,7 @@ def domain_row(name: str, a: argparse.Namespace) -> dict:
     pick = random.Random(0).sample(range(len(dataset)), min(len(dataset), tc.batch_size * 8))
     held = [dataset[i] for i in pick]
     # the model alone, the engine alone and end to end, interleaved, --rounds times: on this shared
-    # VM the same run varies by 10-40 % from one minute to the next; the fastest of each is compared
+    # VM the same run varies by 10-40 % from one minute to the next; ratios are taken within a round
     models, engines, e2es, inproc, fixed = [], [], [], [], []
     for _ in range(a.rounds):
         fixed.append(engine_fixed_ms(held, tc, a.warmup))
@@ -260,12 +264,12 @@ def domain_row(name: str, a: argparse.Namespace) -> dict:
                 "model_sps": max(models), "model_sps_runs": models, "engine_sps_runs": [r["sps"] for r in engines],
                 "e2e_sps_runs": [r["sps"] for r in e2es], "e2e0_sps": e2e0["sps"],
                 "e2e0_sps_runs": [r["sps"] for r in inproc]})
-    row["engine_ratio"] = round(row["engine_mem_sps"] / row["model_sps"], 3)
+    # each ratio is the median of the rounds' own ratios (the two runs of a round are a minute apart)
+    for key, runs in (("engine_ratio", engines), ("ratio", e2es), ("ratio0", inproc)):
+        row[key], row[f"{key}_rounds"] = paired_ratio([r["sps"] for r in runs], models)
     model_ms = 1e3 * tc.batch_size / row["model_sps"]
     row.update({"engine_fixed_ms": min(fixed), "engine_fixed_ms_runs": fixed,
                 "ratio_bound": round(model_ms / (model_ms + min(fixed)), 3)})
-    row["ratio"] = round(row["e2e_sps"] / row["model_sps"], 3)
-    row["ratio0"] = round(row["e2e0_sps"] / row["model_sps"], 3)
     row["target_met"] = row["ratio"] >= 0.9
     return row
 
