@@ -35,7 +35,7 @@ def test_head_ceiling_grows_with_the_width_and_is_exact_at_full_rank():
         assert out.shape == test.shape
         errors.append(float(np.mean((out - test) ** 2)))
     assert errors == sorted(errors, reverse=True) and errors[0] > 10 * errors[2]
-    assert errors[-1] < 1e-20  # 64 components span every 4^3 patch
+    assert errors[-1] < 1e-12  # 64 components span every 4^3 patch
     # width 0: every patch is the training part's mean patch
     mean = np.lib.stride_tricks.sliding_window_view(train, patch)[::2, ::2, ::2].reshape(-1, 64).mean(0)
     np.testing.assert_allclose(bench_medmae.head_ceiling(train, test, patch, 0)[4:8, :4, 8:12], mean.reshape(patch))

@@ -37,6 +37,7 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def shared_case() -> Path | None:
     return p if p.is_dir() else None
 
 
-def tiny_config(max_steps: int, overrides: list[str] = ()) -> dict:
+def tiny_config(max_steps: int, overrides: Sequence[str] = ()) -> dict:
     cfg = load_config("medmae", "tiny", [f"train.max_steps={max_steps}", "train.warmup_steps=50",
                                          "train.ckpt_every=1000000", "train.log_every=50", "train.batch_size=4",
                                          *overrides])
@@ -74,7 +75,7 @@ def tiny_config(max_steps: int, overrides: list[str] = ()) -> dict:
 
 
 # ---------------------------------------------------------------------- 1. pretrain
-def pretrain(minutes: float, run_dir: Path, overrides: list[str] = ()) -> tuple[torch.nn.Module, MRIDataset, dict]:
+def pretrain(minutes: float, run_dir: Path, overrides: Sequence[str] = ()) -> tuple[torch.nn.Module, MRIDataset, dict]:
     cfg = tiny_config(max_steps=1_000_000, overrides=overrides)
     dc = DataConfig.from_cfg(cfg)
     cases = find_cases(sample_dir(), dc.modalities)[0]
