@@ -67,6 +67,8 @@ def test_reconstruct_from_the_export(run, tmp_path, bundled_case, capsys):
     assert summary["shape"] == [67, 83, 68] and summary["have"] == ["t1", "t2", "flair"]
     assert summary["intensity"]["gain"] == pytest.approx(1.0, abs=0.05)  # the training case itself
     assert np.isfinite(summary["psnr"]) and np.isfinite(summary["ssim"])
+    assert summary["baseline"]["method"] == "t1 rescaled by a line fitted to this case's t1ce"
+    assert summary["baseline"]["psnr"] > 15  # t1 and t1ce of this case correlate strongly
 
 
 def test_reconstruct_refuses_unknown_modalities(run, tmp_path, capsys):

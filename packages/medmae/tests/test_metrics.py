@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pytest
 
-from medmae.metrics import psnr, ssim
+from medmae.metrics import psnr, rescaled_baseline, ssim
 
 
 def test_identical_volumes():
@@ -30,3 +31,28 @@ def test_mask_and_shape_errors():
         psnr(x, np.ones((4, 4, 5)))
     with pytest.raises(ValueError, match="at least one voxel"):
         ssim(x, x, np.zeros_like(x, bool))
+
+
+def _bundled(case, *mods: str) -> list[np.ndarray]:
+    return [np.asarray(nib.load(str(case / f"TCGA-DU-7294_{m}.nii.gz")).dataobj, dtype=np.float64) for m in mods]
+
+
+def test_rescaled_baseline_picks_the_input_a_line_maps_onto_the_target(bundled_case):
+    t1, t2, t1c = _bundled(bundled_case, "t1", "t2", "t1c")
+    brain = (t1 != 0) | (t2 != 0)
+    target = np.where(brain, 3.0 * t2 - 0.5, 0.0)  # a line of t2 exactly
+    name, vol = rescaled_baseline({"t1": t1, "t2": t2}, target, brain)
+    assert name == "t2" and psnr(vol, target, brain) > 100 and (vol[~brain] == 0).all()
+    # the real t1c: some line of the better-correlated input, never better than a perfect synthesis
+    name, vol = rescaled_baseline({"t1": t1, "t2": t2}, t1c, brain)
+    r = {m: abs(np.corrcoef(v[brain], t1c[brain])[0, 1]) for m, v in (("t1", t1), ("t2", t2))}
+    assert name == max(r, key=r.get) and 10 < psnr(vol, t1c, brain) < 40
+
+
+def test_rescaled_baseline_skips_flat_inputs_and_checks_shapes():
+    rng = np.random.default_rng(0)
+    target, mask = rng.random((6, 6, 6)), np.ones((6, 6, 6), bool)
+    assert rescaled_baseline({"flat": np.ones((6, 6, 6))}, target, mask) is None
+    assert rescaled_baseline({"flat": np.ones((6, 6, 6)), "noise": rng.random((6, 6, 6))}, target, mask)[0] == "noise"
+    with pytest.raises(ValueError, match="same shape"):
+        rescaled_baseline({"t1": np.ones((6, 6, 5))}, target, mask)

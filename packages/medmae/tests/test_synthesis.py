@@ -98,6 +98,9 @@ def test_reconstruct_file_keeps_header_geometry_and_scores(tmp_path, case_maker,
         np.testing.assert_array_equal(img.header[key], src.header[key])
     assert summary["have"] == ["t1", "t2", "flair"]
     assert np.isfinite(summary["psnr"]) and -1 <= summary["ssim"] <= 1
+    base = summary["baseline"]
+    assert base["method"].split()[0] in summary["have"] and base["method"].endswith("this case's t1ce")
+    assert np.isfinite(base["psnr"]) and -1 <= base["ssim"] <= 1
     assert (tmp_path / "fig.png").stat().st_size > 10_000
 
 

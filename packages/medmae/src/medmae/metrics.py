@@ -44,3 +44,30 @@ def ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, r
     cxy = gaussian_filter(x * y, sigma) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return float(s[m].mean())
+
+
+def rescaled_baseline(inputs: dict[str, np.ndarray], target: np.ndarray,
+                      mask: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """The non-learned synthesis to beat: the input most correlated with ``target`` over ``mask``,
+    mapped by the least-squares line ``a * x + b`` (0 outside ``mask``). Returns ``(name, volume)``,
+    or None when no input varies over the mask.
+
+    The line is fitted with ``target`` itself, so on the case being scored this baseline is
+    optimistic: a synthesis that beats it adds more than a rescaled copy of one input could.
+    """
+    m = _check(target, target, mask)
+    y = target[m].astype(np.float64)
+    best: tuple[float, str] | None = None
+    for name, vol in inputs.items():
+        _check(vol, target, m)
+        x = vol[m].astype(np.float64)
+        if x.std() == 0 or y.std() == 0:
+            continue
+        r = abs(float(np.corrcoef(x, y)[0, 1]))
+        if best is None or r > best[0]:
+            best = (r, name)
+    if best is None:
+        return None
+    x = inputs[best[1]].astype(np.float64)
+    a, b = np.polyfit(x[m], y, 1)
+    return best[1], np.where(m, a * x + b, 0.0)

@@ -25,7 +25,7 @@ from maecore.errors import DataError
 from medmae.cases import Case, find_cases, read_label_volume, scan_case_folder, validate_case
 from medmae.data import DataConfig, MRIDataset
 from medmae.io import read_volume, same_grid, write_volume
-from medmae.metrics import psnr, ssim
+from medmae.metrics import psnr, rescaled_baseline, ssim
 from medmae.modalities import alias_table
 from medmae.synthesis import embed_prepared, model_data_config, prepare_case, synthesise_case
 
@@ -178,7 +178,8 @@ def reconstruct_file(
 ) -> dict[str, Any]:
     """Synthesise ``want`` from ``have`` (default: every other modality of the case) and write it
     as NIfTI on the input's grid. When the case also holds ``want``, PSNR and SSIM against it
-    (over the inputs' brain mask) are returned too."""
+    (over the inputs' brain mask) are returned too, and under ``baseline`` the same scores of the
+    non-learned synthesis to beat (:func:`medmae.metrics.rescaled_baseline`)."""
     mods = list(model.tokenizer.group_names)
     meta = getattr(model, "meta", {}) or {}
     case = scan_case_folder(case_dir, mods, meta.get("modality_map"))
@@ -202,6 +203,11 @@ def reconstruct_file(
             brain = result["prepared"].brain
             summary["psnr"] = psnr(result["volume"], truth.data, brain)
             summary["ssim"] = ssim(result["volume"], truth.data, brain)
+            base = rescaled_baseline({m: read_volume(case.files[m]).data for m in have}, truth.data, brain)
+            if base is not None:
+                name, vol = base
+                summary["baseline"] = {"method": f"{name} rescaled by a line fitted to this case's {want}",
+                                       "psnr": psnr(vol, truth.data, brain), "ssim": ssim(vol, truth.data, brain)}
     if plot:
         summary["plot"] = str(_plot_synthesis(result, case, have, want, truth, plot))
     return summary
