@@ -30,27 +30,11 @@ from maecore.tasks import TrainConfig, run_pretrain
 from maecore.tasks.data import collate_dict
 from maecore.tasks.probe import compare_to_random
 from skelmae.data import SkeletonClips, expand, labels_for, load_sequences, sample_labels
-from skelmae.inference import reconstruct_clips
+from skelmae.inference import interpolate_hidden, reconstruct_clips
 from skelmae.io import read_bvh, read_ntu
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "skeleton"
 MM_PER_CMU_UNIT = 56.4
-
-
-def interpolate_hidden(x: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """Each joint's unseen frames linearly interpolated in time from its seen frames (held at the
-    ends); a joint seen in no frame takes its frame's seen-joint centroid. ``[T, V, C], [T, V]``."""
-    out = x.copy()
-    t = np.arange(len(x))
-    for v in range(x.shape[1]):
-        s = seen[:, v]
-        if s.any():
-            for c in range(x.shape[2]):
-                out[:, v, c] = np.interp(t, t[s], x[s, v, c])
-        else:
-            for f in range(len(x)):
-                out[f, v] = x[f][seen[f]].mean(0) if seen[f].any() else 0.0
-    return out
 
 
 def masked_mpjpe(model, clips: SkeletonClips, seeds: int = 3) -> dict[str, float]:

@@ -37,15 +37,12 @@ def test_pretrain_run_folder(run: Path):
     assert (run / "figures" / "reconstruction.png").stat().st_size > 5000
 
 
-def test_reconstruct_in_the_input_units_and_frame_rate(run: Path, tmp_path: Path, shared_skeleton: Path):
+def test_reconstruct_in_the_input_units_and_frame_rate(run: Path, tmp_path: Path, shared_skeleton: Path, capsys):
     src = shared_skeleton / "cmu_mb2010" / "09_01.bvh"  # 120 fps, 149 frames
     out, png = tmp_path / "r.npz", tmp_path / "r.png"
-    assert (
-        main(
-            ["reconstruct", "--model", str(run / "export"), "--input", str(src), "--out", str(out), "--plot", str(png)]
-        )
-        == 0
-    )
+    args = ["reconstruct", "--model", str(run / "export"), "--input", str(src), "--out", str(out)]
+    assert main([*args, "--plot", str(png), "--mm-per-unit", "56.4"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     truth = read_bvh(src)["positions"]
     with np.load(out) as z:
         pos, mask = z["positions"], z["mask"]
@@ -60,6 +57,16 @@ def test_reconstruct_in_the_input_units_and_frame_rate(run: Path, tmp_path: Path
     # predictions are in the input's frame and units: near the person (a body is ~25 units tall; 10 training steps)
     assert np.isfinite(err).all() and np.median(to_hips) < 40 and to_hips.max() < 100
     assert png.stat().st_size > 5000
+    # the model's error and the interpolation baseline's, on the same hidden joints, in file units and mm
+    assert summary["scored_joints"] == int(mask.sum()) and "interpolation" in summary["baseline_method"]
+    assert summary["masked_mpjpe"] == pytest.approx(err.mean(), rel=1e-3)
+    assert summary["masked_mpjpe_mm"] == pytest.approx(err.mean() * 56.4, rel=1e-3)
+    base, base_mm = summary["baseline_masked_mpjpe"], summary["baseline_masked_mpjpe_mm"]
+    assert np.isfinite([base, base_mm]).all() and 0 < base < 40 and base_mm == pytest.approx(base * 56.4, rel=1e-3)
+    assert main([*args, "--mm-per-unit", "0"]) == 2
+    assert "mm_per_unit must be a positive number of millimetres per 'BVH file units' unit, got 0.0" in (
+        capsys.readouterr().err
+    )
 
 
 def test_embed_probe_and_resume(run: Path, tmp_path: Path):

@@ -46,6 +46,12 @@ class SkelmaeDomain(Domain):
         if verb == "reconstruct":
             parser.add_argument("--plot", type=Path, default=None, help="also write a PNG strip of frames")
             parser.add_argument("--seed", type=int, default=0, help="seed of the random mask")
+            parser.add_argument(
+                "--mm-per-unit",
+                type=float,
+                default=None,
+                help="millimetres per unit of the input, to report errors in mm (known for metres; CMU BVH: 56.4)",
+            )
         if verb in ("finetune", "probe"):
             parser.add_argument("--labels", default=None, help="CSV file,label (default: the bundled sample's)")
 
@@ -110,7 +116,7 @@ class SkelmaeDomain(Domain):
 
     def reconstruct(self, model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
         motion = self._read(args.input, args.topology)[0]
-        res = reconstruct_motion(model, motion, seed=args.seed)
+        res = reconstruct_motion(model, motion, seed=args.seed, mm_per_unit=args.mm_per_unit)
         with atomic_path(args.out) as tmp:
             np.savez_compressed(
                 tmp,
@@ -129,7 +135,12 @@ class SkelmaeDomain(Domain):
             "fps": res["fps"],
             "units": res["units"],
             "masked_fraction": round(float(res["mask"].mean()), 4),
+            "scored_joints": res["scored_joints"],
         }
+        for key in ("masked_mpjpe", "baseline_masked_mpjpe", "masked_mpjpe_mm", "baseline_masked_mpjpe_mm"):
+            if key in res:  # the model's error beside the baseline's, on the same hidden joints
+                out[key] = None if res[key] is None else float(f"{res[key]:.4g}")
+        out["baseline_method"] = res["baseline_method"]
         if args.plot:
             out["plot"] = str(
                 plot_skeleton_strip(
