@@ -7,7 +7,8 @@ last 25 % is held out.
 1. Pretrain on the CPU for --minutes on the first parts of all records.
 2. On the held-out parts, lead synthesis as Pearson r and RMSE (mV) against the cleaned truth:
    V5 from MLII (record 100) and V1-V6 from the six limb leads (s0010_re); ours against a
-   least-squares linear mix of the given leads (with intercept) fitted on the training part.
+   least-squares linear mix of the given leads (with intercept) fitted on the training part
+   (cardiomae.tasks.linear_mix_recording).
 3. Beat type (N vs S/V ectopic) from record 100's annotations: a logistic-regression probe on
    frozen embeddings of 2 s beat windows, fitted on the beats of the training part and scored on
    the held-out beats (AUROC, balanced accuracy), pretrained against randomly initialised.
@@ -35,7 +36,7 @@ from cardiomae.data import Beats, Labelled, Windows, load_prepared, sample_dir
 from cardiomae.io import Recording, read_recording
 from cardiomae.labels import annotated_beats
 from cardiomae.preprocess import LeadNorm, PrepConfig, prepare
-from cardiomae.tasks import pearson_rmse, synthesize
+from cardiomae.tasks import linear_mix_recording, pearson_rmse, synthesize
 from maecore.config import load_config
 from maecore.models import create_model
 from maecore.tasks import TrainConfig, run_pretrain
@@ -59,19 +60,6 @@ def crop(rec: Recording, t0: float, t1: float) -> Recording:
     return Recording(rec.path, sig, rec.fs, rec.names, rec.units, rec.comments)
 
 
-def linear_mix(prep: PrepConfig, train: Recording, test: Recording, have: list[str], want: list[str]):
-    """Least-squares ``want = [have, 1] @ W`` on the cleaned model-rate training part, applied to the test part."""
-    def slots(rec: Recording, names: list[str]) -> np.ndarray:
-        p = prepare(rec, PrepConfig(**{**prep.to_dict(), "lead_map": {}, "leads": names}))
-        return p.x.astype(np.float64)
-    xs, ys = slots(train, have), slots(train, want)
-    ok = np.isfinite(xs).all(0) & np.isfinite(ys).all(0)
-    a = np.c_[xs[:, ok].T, np.ones(ok.sum())]
-    w, *_ = np.linalg.lstsq(a, ys[:, ok].T, rcond=None)
-    xt = slots(test, have)
-    return (np.c_[xt.T, np.ones(xt.shape[1])] @ w).T
-
-
 def synthesis_scores(model, recs: dict[str, Recording]) -> dict:
     prep = PrepConfig.from_meta(model.meta)
     out = {}
@@ -80,7 +68,7 @@ def synthesis_scores(model, recs: dict[str, Recording]) -> dict:
         cut = rec.duration_s * (1 - HOLDOUT)
         train, test = crop(rec, 0, cut), crop(rec, cut, rec.duration_s)
         syn = synthesize(model, test, have, want)
-        base = linear_mix(prep, train, test, have, want)
+        base = linear_mix_recording(prep, train, have, want, apply=test)
         rows = {}
         for k, lead in enumerate(want):
             truth = syn.truth[lead]

@@ -44,10 +44,22 @@ def test_resume_continues(run: Path, tmp_path: Path):
     assert json.loads((copy / "summary.json").read_text())["steps"] == 8
 
 
-def test_reconstruct_chest_leads_as_wfdb(run: Path, tmp_path: Path, sample: Path):
+def _printed_json(text: str) -> dict:
+    return json.loads(text[text.index("{"):])
+
+
+def test_reconstruct_chest_leads_as_wfdb(run: Path, tmp_path: Path, sample: Path, capsys):
     out, png = tmp_path / "s10_syn", tmp_path / "s10.png"
     assert main(["reconstruct", "--model", str(run / "export"), "--input", str(sample / "s0010_re"),
                  "--have", "I,II,III", "--want", "V1,V2,V3,V4,V5,V6", "--out", str(out), "--plot", str(png)]) == 0
+    result = _printed_json(capsys.readouterr().out)
+    ours, base = result["metrics_vs_input"], result["baseline"]
+    assert list(ours) == list(base["metrics_vs_input"]) == ["V1", "V2", "V3", "V4", "V5", "V6"]
+    assert base["method"].startswith("least-squares linear mix (with intercept) of i,ii,iii, fitted and scored "
+                                     "on this record's own V1,V2,V3,V4,V5,V6 (optimistic")
+    for lead, score in base["metrics_vs_input"].items():  # the same metric over the same samples as ours
+        assert score["n"] == ours[lead]["n"] == 9600 and 0 < score["rmse_mv"] < 1
+        assert 0.3 < score["pearson_r"] < 1  # the limb leads explain part of every chest lead, never all
     rec = wfdb.rdrecord(str(out))
     src = wfdb.rdrecord(str(sample / "s0010_re"))
     assert rec.sig_name == ["i", "ii", "iii", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -60,12 +72,14 @@ def test_reconstruct_chest_leads_as_wfdb(run: Path, tmp_path: Path, sample: Path
     assert png.stat().st_size > 20_000
 
 
-def test_reconstruct_keeps_a_multifrequency_input(run: Path, tmp_path: Path, sample: Path):
+def test_reconstruct_keeps_a_multifrequency_input(run: Path, tmp_path: Path, sample: Path, capsys):
     out = tmp_path / "mcl"
     assert main(["reconstruct", "--model", str(run / "export"), "--input", str(sample / "03700181.hea"),
                  "--have", "MCL1", "--want", "II,PPG", "--out", str(out)]) == 0
     back = read_wfdb(out)
     assert back.names == ["MCL1", "II", "PPG"] and back.units == ["mV", "mV", "NU"]
+    result = _printed_json(capsys.readouterr().out)
+    assert result["metrics_vs_input"] == {} and "baseline" not in result  # no II or PPG here to score against
     assert back.fs == [500.0, 500.0, 500.0] and [len(s) for s in back.signals] == [90000] * 3
 
 

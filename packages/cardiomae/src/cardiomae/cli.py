@@ -185,6 +185,9 @@ class CardioDomain(Domain):
                    [note, *rec.comments])
         result: dict[str, Any] = {"out": str(out), "leads": names, "fs": rec.record_fs * spf,
                                   "duration_s": n_frames / rec.record_fs, "metrics_vs_input": syn.metrics()}
+        baseline = syn.baseline()  # a linear mix of the given leads fitted on this record's truth
+        if baseline is not None:
+            result["baseline"] = baseline
         if args.plot:
             result["plot"] = str(plot_synthesis(syn, args.plot))
         return result

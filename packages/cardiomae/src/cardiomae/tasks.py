@@ -2,7 +2,9 @@
 
 Synthesis is the MAE's own task at inference: the given leads' tokens are all visible, the wanted
 leads' tokens are all masked (exactly as a whole-lead drop in pretraining), and the decoder's
-predictions at those positions are the synthesised leads.
+predictions at those positions are the synthesised leads. The non-learned synthesis it must beat
+is :func:`linear_mix`: a least-squares linear mix of the given leads (what ``reconstruct`` reports
+under ``baseline`` when the record also holds the wanted leads).
 """
 
 from __future__ import annotations
@@ -71,8 +73,68 @@ class Synthesis:
                 out[lead] = pearson_rmse(self.signals[k], self.truth[lead])
         return out
 
+    def baseline(self) -> dict[str, Any] | None:
+        """The non-learned synthesis to beat, scored like :meth:`metrics`: each wanted lead with a
+        truth as a least-squares linear mix (with intercept) of the given leads (:func:`linear_mix`).
+
+        Only this record holds the truth, so the mix is fitted on it and scored on the samples it
+        was fitted on (where the given leads and the truth are finite): an optimistic baseline (a
+        synthesis that beats it adds more than any linear mix of the given leads could). Returns
+        ``{"method": str, "metrics_vs_input": {lead: pearson_rmse}}``, or None when no wanted lead
+        has a truth.
+        """
+        leads = [lead for lead in self.want if lead in self.truth]
+        if not leads or self.given is None:
+            return None
+        used = list(self.given.sources)  # model slots of the given leads that were usable
+        x = self.given.x[[self.given.leads.index(slot) for slot in used]]
+        pred = linear_mix(x, np.stack([self.truth[lead] for lead in leads]))
+        method = (f"least-squares linear mix (with intercept) of {','.join(self.given.sources[s] for s in used)}, "
+                  f"fitted and scored on this record's own {','.join(leads)} (optimistic: a synthesis that "
+                  "beats it adds more than a linear mix of the given leads)")
+        return {"method": method,
+                "metrics_vs_input": {lead: pearson_rmse(pred[k], self.truth[lead]) for k, lead in enumerate(leads)}}
+
+
+def linear_mix(have: np.ndarray, want: np.ndarray, apply_to: np.ndarray | None = None) -> np.ndarray:
+    """The non-learned lead synthesis to beat: each wanted lead as a least-squares linear mix of the
+    input leads with an intercept, ``want[k] ~ w_k @ have + b_k``.
+
+    ``have [C, T]`` and ``want [K, T]`` are the same ``T`` samples (e.g. cleaned, model rate, mV);
+    ``w_k, b_k`` are fitted over the samples where ``want[k]`` and every usable input lead are
+    finite, then applied to ``apply_to [C, T']`` (default ``have`` itself, which makes the baseline
+    optimistic: it is scored on what it was fitted on). Input leads with no finite sample in ``have``
+    are left out. Returns ``[K, T']`` float64 in the units of ``want``: NaN where a used input lead
+    of ``apply_to`` is NaN, and a whole NaN row for a wanted lead with fewer finite samples than
+    coefficients.
+    """
+    have, want = np.asarray(have, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    apply_to = have if apply_to is None else np.asarray(apply_to, dtype=np.float64)
+    if have.ndim != 2 or want.ndim != 2 or apply_to.ndim != 2:
+        raise ValueError(f"linear_mix needs [leads, samples] arrays, got have {have.shape}, want {want.shape}, "
+                         f"apply_to {apply_to.shape}")
+    if have.shape[1] != want.shape[1]:
+        raise ValueError(f"have and want must hold the same samples, got {have.shape[1]} and {want.shape[1]}")
+    if apply_to.shape[0] != have.shape[0]:
+        raise ValueError(f"apply_to must hold the {have.shape[0]} input leads of have, got {apply_to.shape[0]}")
+    used = np.isfinite(have).any(1)
+    if not used.any():
+        raise ValueError(f"no usable input lead: none of the {have.shape[0]} lead(s) of have holds a finite sample")
+    x = np.vstack([have[used], np.ones(have.shape[1])])
+    x_apply = np.vstack([apply_to[used], np.ones(apply_to.shape[1])])
+    x_ok = np.isfinite(x).all(0)
+    out = np.full((want.shape[0], apply_to.shape[1]), np.nan)
+    for k, y in enumerate(want):
+        ok = x_ok & np.isfinite(y)
+        if ok.sum() >= len(x):
+            w, *_ = np.linalg.lstsq(x[:, ok].T, y[ok], rcond=None)
+            out[k] = w @ x_apply
+    return out
+
 
 def pearson_rmse(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Pearson r and RMSE (units of the inputs: mV for ECG) over the ``n`` samples where both are
+    finite; both NaN when fewer than 3 samples remain or either side is constant there."""
     ok = np.isfinite(pred) & np.isfinite(truth)
     p, t = pred[ok], truth[ok]
     if p.size < 3 or p.std() == 0 or t.std() == 0:
@@ -107,19 +169,7 @@ def synthesize(model: nn.Module, rec: Recording, have: Sequence[str], want: Sequ
     """Synthesise the model lead slots ``want`` from the recording's leads ``have``."""
     model.eval()
     prep, norm = model_prep(model)
-    want = [canonical_lead(w) for w in want]
-    unknown = [w for w in want if w not in prep.leads]
-    if unknown:
-        raise DataError(None, f"--want leads among the model's leads {prep.leads}", f"{unknown}")
-    given_rec = subset(rec, have)
-    slots = [model_slot(lead, prep.lead_map) for lead in given_rec.leads]
-    bad = [n for n, s in zip(given_rec.names, slots) if s not in prep.leads]
-    if bad:
-        raise DataError(rec.path, f"--have leads the model knows ({', '.join(prep.leads)}; lead_map "
-                        f"{prep.lead_map})", f"{bad}")
-    clash = sorted(set(slots) & set(want))
-    if clash:
-        raise DataError(None, "--want leads that are not among the given leads", f"{clash} in both")
+    given_rec, _, want = _request(rec, have, want, prep)
     given = prepare(given_rec, prep)
     w, n = prep.window, given.x.shape[1]
     starts = window_starts(n, w, w)
@@ -146,6 +196,26 @@ def synthesize(model: nn.Module, rec: Recording, have: Sequence[str], want: Sequ
     return Synthesis(want, list(given_rec.names), prep.fs, signals.astype(np.float32), truth, given)
 
 
+def _request(rec: Recording, have: Sequence[str], want: Sequence[str],
+             prep: PrepConfig) -> tuple[Recording, list[str], list[str]]:
+    """Check a ``have -> want`` request against the model's leads: ``(the given channels of rec,
+    their model slots, the canonical wanted slots)``."""
+    want = [canonical_lead(w) for w in want]
+    unknown = [w for w in want if w not in prep.leads]
+    if unknown:
+        raise DataError(None, f"--want leads among the model's leads {prep.leads}", f"{unknown}")
+    given_rec = subset(rec, have)
+    slots = [model_slot(lead, prep.lead_map) for lead in given_rec.leads]
+    bad = [n for n, s in zip(given_rec.names, slots) if s not in prep.leads]
+    if bad:
+        raise DataError(rec.path, f"--have leads the model knows ({', '.join(prep.leads)}; lead_map "
+                        f"{prep.lead_map})", f"{bad}")
+    clash = sorted(set(slots) & set(want))
+    if clash:
+        raise DataError(None, "--want leads that are not among the given leads", f"{clash} in both")
+    return given_rec, slots, want
+
+
 def _truth(rec: Recording, want: Sequence[str], prep: PrepConfig) -> dict[str, np.ndarray]:
     """Cleaned model-rate copies of wanted leads that the input also holds (for scoring)."""
     out = {}
@@ -159,6 +229,26 @@ def _truth(rec: Recording, want: Sequence[str], prep: PrepConfig) -> dict[str, n
         except DataError:
             continue
     return out
+
+
+def linear_mix_recording(prep: PrepConfig, fit: Recording, have: Sequence[str], want: Sequence[str],
+                         apply: Recording | None = None) -> np.ndarray:
+    """:func:`linear_mix` on recordings: the wanted ECG leads as a least-squares linear mix (with
+    intercept) of the ``have`` leads, both cleaned at the model rate exactly as :func:`synthesize`
+    prepares them (``prep``, e.g. ``PrepConfig.from_meta(model.meta)``). Fitted on ``fit``, which
+    must hold the wanted leads, and applied to ``apply`` (default ``fit``, then optimistic: fit on
+    a training part and apply to a held-out part for an honest baseline).
+    Returns ``[len(want), T]`` in mV at ``prep.fs`` over ``apply``'s duration."""
+    given, slots, want = _request(fit, have, want, prep)
+    truth = _truth(fit, want, prep)
+    missing = [lead for lead in want if lead not in truth]
+    if missing:
+        raise DataError(fit.path, f"the wanted ECG lead(s) {', '.join(missing)} in the recording the mix is "
+                        "fitted on", f"leads {', '.join(fit.leads)}")
+    rows = [prep.leads.index(slot) for slot in slots]
+    x = prepare(given, prep).x[rows]
+    x_apply = x if apply is None else prepare(_request(apply, have, want, prep)[0], prep).x[rows]
+    return linear_mix(x, np.stack([truth[lead] for lead in want]), x_apply)
 
 
 def to_input_rate(syn: Synthesis, rec: Recording) -> tuple[list[np.ndarray], int]:
