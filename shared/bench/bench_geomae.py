@@ -6,7 +6,8 @@
 2. Quality: pretrain geomae_mae_tiny on the CPU for --minutes on the scene's top part (rows < 480),
    then on 64-px chips of the held-out bottom part: PSNR of the masked pixels, ours against a
    non-learned baseline that fills each masked patch with the mean of its visible 4-neighbour
-   patches (inverse-distance over the visible patches when none is adjacent).
+   patches (of the nearest visible ones when none is adjacent): `geomae.baselines.neighbour_fill`,
+   the baseline `geomae reconstruct` reports too.
 3. Linear/kNN probe on the 24 bundled scene chips (cloud / land / water by a spectral rule, see
    the package's sample/PROVENANCE.md), pretrained against the same model randomly initialised.
 4. Training samples/s and peak RSS for the tiny and the ViT-B/16 config (a few steps each).
@@ -29,6 +30,7 @@ from benchlib import peak_rss_mb, time_limit
 from torch.utils.data import DataLoader
 
 from geomae.bands import get_preset
+from geomae.baselines import neighbour_fill
 from geomae.data import ChipFolder, RasterChips, TorchgeoChips, compute_stats, labels_for, open_sources, sample_dir
 from maecore.figures import reconstruct_batch
 from maecore.models import create_model
@@ -68,28 +70,6 @@ def read_throughput(path: Path, n: int, chip: int = 64) -> list[dict]:
             rows.append({"reader": name, "workers": workers, "chips": got,
                          "chips_per_s": round(got / (time.perf_counter() - t0), 1)})
     return rows
-
-
-def neighbour_fill(x: torch.Tensor, hidden: torch.Tensor, p: int) -> torch.Tensor:
-    """Baseline: each hidden patch = mean of the visible 4-neighbour patches' means (per band)."""
-    b, c, h, w = x.shape
-    gh, gw = h // p, w // p
-    means = x.reshape(b, c, gh, p, gw, p).nanmean((3, 5))  # [B, C, gh, gw]
-    hid = hidden.reshape(b, c, gh, p, gw, p).any(3).any(4)[:, 0]  # [B, gh, gw]
-    vis = ~hid & torch.isfinite(means).all(1)
-    out = x.clone()
-    for i in range(b):
-        vy, vx = torch.nonzero(vis[i], as_tuple=True)
-        for y, xx in torch.nonzero(hid[i]).tolist():
-            if len(vy) == 0:
-                fill = torch.zeros(c)
-            else:
-                d = (vy - y).abs() + (vx - xx).abs()
-                near = d == d.min()
-                wgt = 1.0 / d[near].float()
-                fill = (means[i][:, vy[near], vx[near]] * wgt).sum(1) / wgt.sum()
-            out[i, :, y * p:(y + 1) * p, xx * p:(xx + 1) * p] = fill[:, None, None]
-    return out
 
 
 def masked_psnr(model, ds, stats, n_seeds: int = 3) -> dict[str, float]:

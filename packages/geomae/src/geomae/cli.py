@@ -302,7 +302,10 @@ class GeoDomain(Domain):
         summary = {"out": str(args.out), "shape": list(out.shape), "dtype": info.dtype, "crs": info.crs_string,
                    "tiles": len(res["tiles"]), "tile": tile, "overlap": overlap,
                    "hidden_fraction": round(res["hidden_fraction"], 4), "masked_mse": res["masked_mse"],
-                   "masked_psnr_db": round(res["masked_psnr"], 2)}
+                   "masked_psnr_db": round(res["masked_psnr"], 2),
+                   # the non-learned neighbour_fill baseline, scored on the same hidden valid pixels
+                   "baseline": "neighbour_fill", "baseline_masked_mse": res["baseline_masked_mse"],
+                   "baseline_masked_psnr_db": round(res["baseline_masked_psnr"], 2)}
         if args.plot:
             best = sorted(res["tiles"], key=lambda t: -float(t.result["hidden"].float().mean() *
                                                               torch.isfinite(t.result["input"]).float().mean()))

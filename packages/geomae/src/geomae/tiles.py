@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geomae.baselines import neighbour_fill
 from geomae.data import BandMap, denormalize, grid_windows, to_model_input
 from geomae.io import RasterInfo, info_of, open_raster, read_window
 from geomae.tokenizers import position_embeddings
@@ -56,6 +57,13 @@ def reconstruct_raster(
     ``values`` float64 ``[count, H, W]`` in the file's band order and units, ``valid`` (input
     pixels with data), ``hidden`` (pixels masked in at least one tile), ``info``, ``tiles`` (the
     per-tile results, for figures) and ``masked_mse`` / ``masked_psnr`` over hidden valid pixels.
+
+    The non-learned baseline the model has to beat, :func:`geomae.baselines.neighbour_fill` (each
+    hidden patch = the mean of its nearest visible patches, per band, from the same tile and mask;
+    0 in model units, the training band mean, where a tile has no visible patch), is blended and
+    scored the same way: ``baseline_values`` and ``baseline_masked_mse`` / ``baseline_masked_psnr``
+    over exactly the pixels the model is scored on. It fills hidden patches only, also with
+    ``full_prediction``.
     """
     model.eval()
     with open_raster(path) as src:
@@ -63,37 +71,43 @@ def reconstruct_raster(
         bmap: BandMap = bmap_of(info)
         h, w, nch = info.height, info.width, len(bmap.source)
         acc = np.zeros((nch, h, w))
+        base_acc = np.zeros((nch, h, w))
         wsum = np.zeros((h, w))
         hidden = np.zeros((h, w), bool)
         weight = ramp_weight(tile, overlap).astype(np.float64)
+        p = int(model.tokenizer.patch[0])
         tiles = []
         for k, (r, c) in enumerate(grid_windows(h, w, tile, max(tile - overlap, 1))):
             batch = _tile_input(src, bmap, stats, r, c, tile)
             res = reconstruct_batch(model, batch, seed=seed + k)
             out = res["pred" if full_prediction else "recon"][0].float().numpy()
+            base = neighbour_fill(batch["x"], res["hidden"], p)[0].float().numpy()
             hid = res["hidden"][0].any(0).numpy()
             sh, sw = min(tile, h - r), min(tile, w - c)
             acc[:, r:r + sh, c:c + sw] += np.nan_to_num(out[:, :sh, :sw]) * weight[:sh, :sw]
+            base_acc[:, r:r + sh, c:c + sw] += np.nan_to_num(base[:, :sh, :sw]) * weight[:sh, :sw]
             wsum[r:r + sh, c:c + sw] += weight[:sh, :sw]
             hidden[r:r + sh, c:c + sw] |= hid[:sh, :sw]
             tiles.append(TileResult(r, c, res))
         full = read_window(src, None, bmap.file_bands)
-    model_units = acc / np.maximum(wsum, 1e-12)
     # model channels -> file bands (every file band is one model channel)
     order = [bmap.source.index(b) for b in range(1, info.count + 1)]
-    values = denormalize(model_units, stats)[order]
     modelled = to_model_input(full, bmap, None)["valid"].numpy()[order]  # pixels with every band measured
     raw_x = full["x"][[bmap.file_bands.index(b) for b in range(1, info.count + 1)]].astype(np.float64)
     valid_f = np.isfinite(raw_x)  # per band, as the file's nodata masks say
     partial = valid_f & ~modelled  # some band missing there: never modelled, written back as read
-    values[partial] = raw_x[partial]
     x_true = np.nan_to_num(raw_x)
     scored = modelled & hidden[None]
-    mse = float(((values - x_true) ** 2)[scored].mean()) if scored.any() else float("nan")
     peak = float(np.iinfo(info.dtype).max) if np.dtype(info.dtype).kind in "iu" else float(np.ptp(x_true[valid_f]) or 1)
-    psnr = float(10 * np.log10(peak**2 / mse)) if mse > 0 else float("inf")
-    return {"values": values, "valid": valid_f, "hidden": hidden, "info": info, "tiles": tiles,
-            "masked_mse": mse, "masked_psnr": psnr, "hidden_fraction": float(hidden.mean())}
+    result: dict[str, Any] = {"valid": valid_f, "hidden": hidden, "info": info, "tiles": tiles,
+                              "hidden_fraction": float(hidden.mean())}
+    for prefix, a in (("", acc), ("baseline_", base_acc)):
+        values = denormalize(a / np.maximum(wsum, 1e-12), stats)[order]
+        values[partial] = raw_x[partial]
+        mse = float(((values - x_true) ** 2)[scored].mean()) if scored.any() else float("nan")
+        psnr = float(10 * np.log10(peak**2 / mse)) if mse > 0 else float("inf")
+        result.update({f"{prefix}values": values, f"{prefix}masked_mse": mse, f"{prefix}masked_psnr": psnr})
+    return result
 
 
 @torch.no_grad()
