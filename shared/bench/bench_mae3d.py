@@ -2,7 +2,8 @@
 
 1. Pretrain Point-MAE on the CPU for --minutes on 15 of the 20 YCB objects (one object per class
    held out), then on the 5 held-out objects: Chamfer-L2 of the masked patches, ours against a
-   non-learned baseline that fills each masked patch with the nearest visible patch's points.
+   non-learned baseline that fills each masked patch with the nearest visible patch's points
+   (``mae3d.reconstruction.nearest_visible_fill``, the baseline ``mae3d reconstruct`` prints).
 2. 5-class probe (linear and kNN, leave-one-object-out over all 20 objects), pretrained against
    the same architecture randomly initialised.
 3. Point ops (FPS 64 of N, kNN 64 queries k=32, Chamfer N x N) at batch 8 for N = 1k, 8k, 32k
@@ -25,6 +26,7 @@ from benchlib import CPU, Device, time_limit, time_train_step
 from torch.utils.data import DataLoader, Subset
 
 from mae3d.data import PointClouds, expand, labels_for
+from mae3d.reconstruction import reconstruct_clouds
 from maecore import pointops as P
 from maecore.models import create_model
 from maecore.tasks import TrainConfig, run_pretrain
@@ -33,20 +35,13 @@ from maecore.tasks.probe import compare_to_random
 
 
 def masked_chamfer_vs_baseline(model, clouds: torch.Tensor, seeds: int = 5) -> dict[str, float]:
-    model.eval()
+    """Mean masked Chamfer-L2 over clouds and mask seeds, ours and the package's baseline's on the same
+    masked patches (``mae3d.reconstruction``: the one ``mae3d reconstruct`` prints)."""
     ours, base = [], []
-    k = model.tokenizer.group_size
     for seed in range(seeds):
-        batch = {"points": clouds}
-        with torch.no_grad():
-            out = model(batch, generator=torch.Generator().manual_seed(seed))
-        centres, patches = model.tokenizer.group(batch)
-        for b in range(len(clouds)):
-            hid, vis = out.mask[b], ~out.mask[b]
-            nearest = torch.cdist(centres[b][hid], centres[b][vis]).argmin(1)
-            truth = patches[b][hid]
-            ours.append(P.chamfer_l2(out.pred[b][hid].reshape(-1, k, 3), truth).mean().item())
-            base.append(P.chamfer_l2(patches[b][vis][nearest], truth).mean().item())
+        r = reconstruct_clouds(model, {"points": clouds}, seed=seed)
+        ours += r["masked_chamfer"].tolist()
+        base += r["baseline_masked_chamfer"].tolist()
     return {"ours": float(np.mean(ours)), "nearest_visible_patch": float(np.mean(base))}
 
 

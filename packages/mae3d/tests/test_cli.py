@@ -7,9 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 
 from mae3d.cli import main
+from mae3d.io import read_points
+from mae3d.reconstruction import reconstruct_clouds
+from maecore.models import load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +31,18 @@ def test_pretrain_run_folder(run: Path):
     assert meta["kind"] == "points" and meta["n_points"] == 512
 
 
-def test_reconstruct_writes_ply_in_the_input_frame(run: Path, tmp_path: Path, shared_points: Path):
+def test_reconstruct_writes_ply_in_the_input_frame(run: Path, tmp_path: Path, shared_points: Path, capsys):
     src = shared_points / "ycb_google16k" / "fruit" / "013_apple.ply"
     out, png = tmp_path / "apple.ply", tmp_path / "apple.png"
     assert main(["reconstruct", "--model", str(run / "export"), "--input", str(src), "--out", str(out),
                  "--plot", str(png)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # the model's masked Chamfer and the baseline's, on the same masked patches as the library computes
+    assert summary["masked_patches"] == round(16 * 0.6) and summary["baseline_method"].startswith("nearest visible")
+    r = reconstruct_clouds(load_pretrained(run / "export"), {"points": torch.from_numpy(read_points(src, 512)["points"])[None]})
+    for key in ("masked_chamfer", "baseline_masked_chamfer"):
+        assert np.isfinite(summary[key]) and summary[key] > 0
+        assert summary[key] == pytest.approx(r[key].item(), rel=1e-5)
     cloud = trimesh.load(out)
     mesh = trimesh.load(src, process=False)
     pts = np.asarray(cloud.vertices)

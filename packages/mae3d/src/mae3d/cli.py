@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from mae3d.data import Grids, PointClouds, expand, labels_for
 from mae3d.figures import plot_cloud_reconstruction, plot_grid_reconstruction
-from mae3d.io import read_grid_or_shape, read_points, write_grid, write_ply
+from mae3d.io import read_grid_or_shape, read_points, write_grid
+from mae3d.reconstruction import cloud_parts, reconstruct_clouds, reconstruct_points_file
 from maecore.atomic import atomic_path
 from maecore.cli.app import build_cli
 from maecore.cli.domain import Domain, LabelledData, Problem
@@ -23,7 +24,6 @@ from maecore.pointops import backend
 from maecore.tasks.data import collate_dict
 
 GRID_MODEL = "mae3d_nerfmae_tiny"
-VISIBLE_RGB, PREDICTED_RGB = (150, 150, 150, 255), (220, 40, 40, 255)
 
 
 def _kind(model: nn.Module) -> str:
@@ -94,19 +94,8 @@ class Mae3dDomain(Domain):
         batch = collate_dict([dataset[0]])
         if _kind(model) == "grid":
             return plot_grid_reconstruction(reconstruct_batch(model, batch), path)
-        return plot_cloud_reconstruction(*self._cloud_result(model, batch, seed=0), path)
-
-    def _cloud_result(self, model: nn.Module, batch: dict[str, Any], seed: int) -> tuple[np.ndarray, ...]:
-        """``(input [N, 3], visible [V, 3], predicted [P, 3])`` in the normalised frame."""
-        model.eval()
-        with torch.no_grad():
-            out = model(batch, generator=torch.Generator().manual_seed(seed))
-            patches = model.tokenizer.untokenize(out.pred, batch)[0]  # [G, k, 3]
-            centres, rel = model.tokenizer.group(batch)
-        hidden = out.mask[0]
-        visible = (rel[0] + centres[0][:, None])[~hidden].reshape(-1, 3)
-        predicted = patches[hidden].reshape(-1, 3)
-        return batch["points"][0].numpy(), visible.numpy(), predicted.numpy()
+        visible, predicted = cloud_parts(reconstruct_clouds(model, batch, seed=0))
+        return plot_cloud_reconstruction(batch["points"][0].numpy(), visible, predicted, path)
 
     def reconstruct(self, model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
         meta = getattr(model, "meta", {})
@@ -121,19 +110,8 @@ class Mae3dDomain(Domain):
             if args.plot:
                 out["plot"] = str(plot_grid_reconstruction(result, args.plot))
             return out
-        cloud = read_points(args.input, int(meta.get("n_points", 1024)))
-        batch = {"points": torch.from_numpy(cloud["points"])[None]}
-        _, visible, predicted = self._cloud_result(model, batch, args.seed)
-        back = lambda p: p * cloud["scale"] + cloud["center"]  # noqa: E731  (input frame)
-        pts = np.concatenate([back(visible), back(predicted)])
-        colors = np.array([VISIBLE_RGB] * len(visible) + [PREDICTED_RGB] * len(predicted), dtype=np.uint8)
-        write_ply(args.out, pts, colors)
-        out = {"out": str(args.out), "visible_points": len(visible), "predicted_points": len(predicted),
-               "colors": "grey = visible (input), red = predicted"}
-        if args.plot:
-            plot_cloud_reconstruction(cloud["points"], visible, predicted, args.plot)
-            out["plot"] = str(args.plot)
-        return out
+        # points: the PLY, the model's masked Chamfer and the nearest-visible-patch baseline's beside it
+        return reconstruct_points_file(model, args.input, args.out, seed=args.seed, plot=args.plot)
 
     @torch.no_grad()
     def embed(self, model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
