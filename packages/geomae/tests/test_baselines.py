@@ -15,7 +15,7 @@ from geomae.baselines import neighbour_fill
 from geomae.cli import _meta_of, main
 from geomae.data import band_map
 from geomae.io import open_raster, read_window
-from geomae.tiles import reconstruct_raster
+from geomae.tiles import psnr_db, reconstruct_raster
 from maecore.models import load_pretrained
 
 P = 8  # patch side of the tests' grids
@@ -167,3 +167,9 @@ def test_reconstruct_scores_the_baseline_on_the_models_pixels(run: Path, sample_
     assert summary["baseline_masked_psnr_db"] == round(res["baseline_masked_psnr"], 2)
     assert summary["baseline_masked_mse"] == res["baseline_masked_mse"]
     assert summary["masked_psnr_db"] == round(res["masked_psnr"], 2)
+
+
+def test_psnr_is_nan_when_nothing_was_scored_and_inf_when_perfect():
+    assert math.isnan(psnr_db(float("nan"), 255.0))  # was inf: "perfect" for an empty score
+    assert psnr_db(0.0, 255.0) == float("inf")
+    assert psnr_db(255.0**2 / 100, 255.0) == pytest.approx(20.0)

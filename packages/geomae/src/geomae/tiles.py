@@ -3,6 +3,7 @@ georeferenced embedding rasters (one pixel per patch)."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,14 @@ def _tile_input(src: Any, bmap: BandMap, stats: dict[str, Any] | None, r: int, c
     raw = read_window(src, Window(c, r, tile, tile), bmap.file_bands)
     m = to_model_input(raw, bmap, stats)
     return {k: v[None] for k, v in m.items()}
+
+
+def psnr_db(mse: float, peak: float) -> float:
+    """``10 log10(peak^2 / mse)``: inf for a perfect reconstruction (``mse == 0``), NaN when nothing
+    was scored (``mse`` NaN: no hidden pixel had every band measured)."""
+    if math.isnan(mse):
+        return float("nan")
+    return float(10 * np.log10(peak**2 / mse)) if mse > 0 else float("inf")
 
 
 @torch.no_grad()
@@ -105,7 +114,7 @@ def reconstruct_raster(
         values = denormalize(a / np.maximum(wsum, 1e-12), stats)[order]
         values[partial] = raw_x[partial]
         mse = float(((values - x_true) ** 2)[scored].mean()) if scored.any() else float("nan")
-        psnr = float(10 * np.log10(peak**2 / mse)) if mse > 0 else float("inf")
+        psnr = psnr_db(mse, peak)
         result.update({f"{prefix}values": values, f"{prefix}masked_mse": mse, f"{prefix}masked_psnr": psnr})
     return result
 
