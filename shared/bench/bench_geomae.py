@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from geomae.bands import get_preset
 from geomae.baselines import neighbour_fill
 from geomae.data import ChipFolder, RasterChips, TorchgeoChips, compute_stats, labels_for, open_sources, sample_dir
+from geomae.tiles import psnr_db
 from maecore.figures import reconstruct_batch
 from maecore.models import create_model
 from maecore.tasks import TrainConfig, run_pretrain
@@ -86,8 +87,8 @@ def masked_psnr(model, ds, stats, n_seeds: int = 3) -> dict[str, float]:
         se_ours += float(((to_dn(r["pred"]) - to_dn(batch["x"])) ** 2)[score].sum())
         se_base += float(((to_dn(base) - to_dn(batch["x"])) ** 2)[score & torch.isfinite(base)].sum())
         n += int(score.sum())
-    return {"ours_db": round(10 * np.log10(255**2 / (se_ours / n)), 2),
-            "neighbour_fill_db": round(10 * np.log10(255**2 / (se_base / n)), 2), "masked_values": n}
+    return {"ours_db": round(psnr_db(se_ours / n, 255.0), 2),
+            "neighbour_fill_db": round(psnr_db(se_base / n, 255.0), 2), "masked_values": n}
 
 
 def train_speed(name: str, chip: int, steps: int, sources, stats, tmp: Path) -> dict:

@@ -53,7 +53,7 @@ from maecore.tasks.probe import compare_to_random
 from medmae import sample_dir
 from medmae.cases import Case, find_cases
 from medmae.data import DataConfig, MRIDataset
-from medmae.metrics import psnr, ssim
+from medmae.metrics import psnr, rescaled_baseline, ssim
 from medmae.synthesis import synthesise_array
 
 MODS = ["t1", "t1ce", "t2", "flair"]
@@ -100,22 +100,17 @@ def split_volume(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return train, image[tuple(sl)]
 
 
-def baselines(train: np.ndarray, test: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+def baselines(train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
     w, have = MODS.index(WANT), [MODS.index(m) for m in HAVE]
-    brain_tr = np.any(train[have] != 0, 0)
+    brain_tr, brain_te = np.any(train[have] != 0, 0), np.any(test[have] != 0, 0)
+    name, r, rescaled = rescaled_baseline({m: train[i] for m, i in zip(HAVE, have)}, train[w], brain_tr,
+                                          apply_to={m: test[i] for m, i in zip(HAVE, have)}, apply_mask=brain_te)
     y = train[w][brain_tr].astype(np.float64)
     xs = train[have][:, brain_tr].astype(np.float64)
-    corr = [abs(np.corrcoef(x, y)[0, 1]) for x in xs]
-    best = int(np.argmax(corr))
-    a, b = np.polyfit(xs[best], y, 1)
     mix, *_ = np.linalg.lstsq(np.c_[xs.T, np.ones(len(y))], y, rcond=None)
-    brain_te = np.any(test[have] != 0, 0)
-    rescaled = np.where(brain_te, a * test[have[best]] + b, 0.0)
     mixed = np.where(brain_te, np.tensordot(mix[:-1], test[have], 1) + mix[-1], 0.0)
-    return {
-        f"most-correlated modality rescaled ({HAVE[best]}, r={corr[best]:.3f})": (rescaled, HAVE[best]),
-        "least-squares mix of t1, t2, flair": (mixed, "mix"),
-    }
+    return {f"most-correlated modality rescaled ({name}, r={r:.3f})": rescaled,
+            "least-squares mix of t1, t2, flair": mixed}
 
 
 def _patches(vol: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
@@ -162,7 +157,7 @@ def evaluate_synthesis(model: torch.nn.Module, image: np.ndarray, roi: list[int]
     pred = np.where(brain, pred, 0.0)
     rows = [{"method": "medmae_tiny (ours)", "psnr": psnr(pred, truth, brain, rng),
              "ssim": ssim(pred, truth, brain, rng), "seconds": round(secs, 2)}]
-    for name, (vol, _) in baselines(train, test).items():
+    for name, vol in baselines(train, test).items():
         rows.append({"method": name, "psnr": psnr(vol, truth, brain, rng), "ssim": ssim(vol, truth, brain, rng)})
     patch, width = tuple(model.tokenizer.patch), model.heads[w].in_features
     best = np.where(brain, head_ceiling(train[w], truth, patch, width), 0.0)

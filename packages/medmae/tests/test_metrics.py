@@ -41,12 +41,19 @@ def test_rescaled_baseline_picks_the_input_a_line_maps_onto_the_target(bundled_c
     t1, t2, t1c = _bundled(bundled_case, "t1", "t2", "t1c")
     brain = (t1 != 0) | (t2 != 0)
     target = np.where(brain, 3.0 * t2 - 0.5, 0.0)  # a line of t2 exactly
-    name, vol = rescaled_baseline({"t1": t1, "t2": t2}, target, brain)
-    assert name == "t2" and psnr(vol, target, brain) > 100 and (vol[~brain] == 0).all()
+    name, r, vol = rescaled_baseline({"t1": t1, "t2": t2}, target, brain)
+    assert name == "t2" and r == pytest.approx(1.0) and psnr(vol, target, brain) > 100 and (vol[~brain] == 0).all()
     # the real t1c: some line of the better-correlated input, never better than a perfect synthesis
-    name, vol = rescaled_baseline({"t1": t1, "t2": t2}, t1c, brain)
+    name, r_best, vol = rescaled_baseline({"t1": t1, "t2": t2}, t1c, brain)
     r = {m: abs(np.corrcoef(v[brain], t1c[brain])[0, 1]) for m, v in (("t1", t1), ("t2", t2))}
-    assert name == max(r, key=r.get) and 10 < psnr(vol, t1c, brain) < 40
+    assert name == max(r, key=r.get) and r_best == pytest.approx(r[name]) and 10 < psnr(vol, t1c, brain) < 40
+    # fitted on one half, applied to the other: the line of the first half, on the second half's voxels
+    half = t1.shape[0] // 2
+    fit, held = (slice(None, half),), (slice(half, None),)
+    name, _, vol = rescaled_baseline({"t1": t1[fit], "t2": t2[fit]}, t1c[fit], brain[fit],
+                                     apply_to={"t1": t1[held], "t2": t2[held]}, apply_mask=brain[held])
+    a, b = np.polyfit({"t1": t1, "t2": t2}[name][fit][brain[fit]], t1c[fit][brain[fit]], 1)
+    np.testing.assert_allclose(vol, np.where(brain[held], a * {"t1": t1, "t2": t2}[name][held] + b, 0.0))
 
 
 def test_rescaled_baseline_skips_flat_inputs_and_checks_shapes():
@@ -54,5 +61,7 @@ def test_rescaled_baseline_skips_flat_inputs_and_checks_shapes():
     target, mask = rng.random((6, 6, 6)), np.ones((6, 6, 6), bool)
     assert rescaled_baseline({"flat": np.ones((6, 6, 6))}, target, mask) is None
     assert rescaled_baseline({"flat": np.ones((6, 6, 6)), "noise": rng.random((6, 6, 6))}, target, mask)[0] == "noise"
+    with pytest.raises(ValueError, match="the mask must have the volumes' shape"):
+        rescaled_baseline({"t1": rng.random((6, 6, 6))}, target, mask, {"t1": rng.random((4, 6, 6))}, mask)
     with pytest.raises(ValueError, match="same shape"):
         rescaled_baseline({"t1": np.ones((6, 6, 5))}, target, mask)

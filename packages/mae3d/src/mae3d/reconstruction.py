@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from mae3d.figures import plot_cloud_reconstruction
 from mae3d.io import read_points, write_ply
-from maecore.pointops import chamfer_l2
+from maecore.losses import masked_chamfer
 
 BASELINE_METHOD = ("nearest visible patch: each masked patch is a copy of the visible patch whose centre is "
                    "nearest, moved onto the masked centre")
@@ -65,9 +65,9 @@ def nearest_visible_fill(centres: Tensor, patches: Tensor, hidden: Tensor) -> Te
 def masked_chamfer_l2(pred: Tensor, target: Tensor, hidden: Tensor) -> Tensor:
     """Per cloud, the mean over its masked patches of Chamfer-L2 between predicted and true points.
 
-    ``pred, target [B, G, k, 3]``, ``hidden [B, G]`` (True = masked) -> ``[B]``. Chamfer-L2 is
-    :func:`maecore.pointops.chamfer_l2` (``mean_i min_j |p_i - t_j|^2 + mean_j min_i |p_i - t_j|^2``),
-    the loss the model trains with. Every cloud needs at least one masked patch.
+    ``pred, target [B, G, k, 3]``, ``hidden [B, G]`` (True = masked) -> ``[B]``: the model's own
+    training loss (:func:`maecore.losses.masked_chamfer`, ``mean_i min_j |p_i - t_j|^2 + mean_j
+    min_i |p_i - t_j|^2`` per patch) taken cloud by cloud. Every cloud needs at least one masked patch.
     """
     _check_patches(target, hidden, "target")
     if pred.shape != target.shape:
@@ -76,7 +76,9 @@ def masked_chamfer_l2(pred: Tensor, target: Tensor, hidden: Tensor) -> Tensor:
     if len(empty):
         raise ValueError(f"cloud {int(empty[0])} has no masked patch to score (a mask ratio of 0 hides none); "
                          f"a masked Chamfer needs at least one")
-    return torch.stack([chamfer_l2(pred[b][hidden[b]], target[b][hidden[b]]).mean() for b in range(len(pred))])
+    pred, target, weight = pred.flatten(-2), target.flatten(-2), hidden.to(pred.dtype)  # tokens: [B, G, 3k]
+    return torch.stack([masked_chamfer(pred[b : b + 1], target[b : b + 1], weight[b : b + 1])
+                        for b in range(len(weight))])
 
 
 @torch.no_grad()

@@ -46,14 +46,22 @@ def ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, r
     return float(s[m].mean())
 
 
-def rescaled_baseline(inputs: dict[str, np.ndarray], target: np.ndarray,
-                      mask: np.ndarray) -> tuple[str, np.ndarray] | None:
+def rescaled_baseline(
+    inputs: dict[str, np.ndarray],
+    target: np.ndarray,
+    mask: np.ndarray,
+    apply_to: dict[str, np.ndarray] | None = None,
+    apply_mask: np.ndarray | None = None,
+) -> tuple[str, float, np.ndarray] | None:
     """The non-learned synthesis to beat: the input most correlated with ``target`` over ``mask``,
-    mapped by the least-squares line ``a * x + b`` (0 outside ``mask``). Returns ``(name, volume)``,
-    or None when no input varies over the mask.
+    mapped by the least-squares line ``a * x + b``. Returns ``(name, |r|, volume)``, or None when
+    no input varies over the mask.
 
-    The line is fitted with ``target`` itself, so on the case being scored this baseline is
-    optimistic: a synthesis that beats it adds more than a rescaled copy of one input could.
+    The line is fitted on ``inputs`` / ``target`` over ``mask`` and applied to ``apply_to[name]``
+    over ``apply_mask`` (0 elsewhere; default: ``inputs`` and ``mask`` themselves). Applied to the
+    volume it was fitted with, as when scoring one case against its own ``target``, this baseline
+    is optimistic: a synthesis that beats it adds more than a rescaled copy of one input could.
+    Fit on a training part and apply to a held-out part for an honest one.
     """
     m = _check(target, target, mask)
     y = target[m].astype(np.float64)
@@ -68,6 +76,8 @@ def rescaled_baseline(inputs: dict[str, np.ndarray], target: np.ndarray,
             best = (r, name)
     if best is None:
         return None
-    x = inputs[best[1]].astype(np.float64)
-    a, b = np.polyfit(x[m], y, 1)
-    return best[1], np.where(m, a * x + b, 0.0)
+    r, name = best
+    a, b = np.polyfit(inputs[name][m].astype(np.float64), y, 1)
+    x = (inputs if apply_to is None else apply_to)[name].astype(np.float64)
+    keep = m if apply_mask is None else _check(x, x, apply_mask)
+    return name, r, np.where(keep, a * x + b, 0.0)

@@ -205,7 +205,7 @@ def reconstruct_file(
             summary["ssim"] = ssim(result["volume"], truth.data, brain)
             base = rescaled_baseline({m: read_volume(case.files[m]).data for m in have}, truth.data, brain)
             if base is not None:
-                name, vol = base
+                name, _, vol = base
                 summary["baseline"] = {"method": f"{name} rescaled by a line fitted to this case's {want}",
                                        "psnr": psnr(vol, truth.data, brain), "ssim": ssim(vol, truth.data, brain)}
     if plot:
